@@ -1,0 +1,1 @@
+"""Command-line entry points.  The library never imports this package."""

@@ -1,0 +1,36 @@
+"""`torch-qinit` console script: dispatches to sub-commands, imported lazily."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# sub-command -> module exposing main(argv: list[str]) -> int | None
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("torch_qinit.cli.info", "show versions, the bundled GHN checkpoint and the dataset location"),
+    "demo": ("torch_qinit.cli.demo", "the main job: compare initializers at W4A4 on Fashion-MNIST"),
+    "train": ("torch_qinit.cli.train", "train a GHN (float) or GHN-QAT (quantization-aware finetune)"),
+    "bench": ("benchmarks", "run a benchmark: torch-qinit bench NAME [--quick]"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: torch-qinit COMMAND [ARGS]", "", "commands:"]
+    lines += [f"  {name:<6} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(_usage())
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        print(f"unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[cmd][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
