@@ -1,3 +1,19 @@
-from setuptools import setup
+"""Packaging: metadata lives in setup.cfg; this file maps the top-level weights/ folder into the package.
 
-setup()
+The bundled GHN checkpoints sit in the repository's ``weights/`` folder (``ghn-qat/`` and ``ghn/``, each
+``model.safetensors`` + ``config.json`` + ``README.md``) and install as package data of
+``torch_qinit.weights``, so a non-editable ``pip install .`` can load them offline.
+"""
+from setuptools import find_packages, setup
+
+_CHECKPOINT_FILES = ["*.safetensors", "*.json", "*.md"]
+
+setup(
+    packages=find_packages(include=["torch_qinit", "torch_qinit.*", "benchmarks"])
+    + ["torch_qinit.weights"],
+    package_dir={"torch_qinit.weights": "weights"},
+    package_data={
+        # checkpoint folders are named like the bundled names ("ghn-qat"), not importable packages
+        "torch_qinit.weights": _CHECKPOINT_FILES + [f"*/{pattern}" for pattern in _CHECKPOINT_FILES],
+    },
+)

@@ -1,0 +1,1 @@
+"""Bundled GHN checkpoints (package data; see torch_qinit.hub). Installed as ``torch_qinit.weights``."""
