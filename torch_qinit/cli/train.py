@@ -1,0 +1,76 @@
+"""`torch-qinit train`: command-line front end of the GHN trainer.
+
+    torch-qinit train --stage float --steps 3000 --out runs/ghn
+    torch-qinit train --stage qat --init-from runs/ghn/final --steps 3000 --out runs/ghn-qat
+    torchrun --nproc_per_node=2 -m torch_qinit.cli.train ...   # data-parallel, gloo on CPU
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+
+import torch
+
+from .trainer import TrainConfig, train
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="torch-qinit train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=d.out, help="run directory (checkpoints in OUT/ckpt, result in OUT/final)")
+    p.add_argument("--stage", choices=("float", "qat"), default=d.stage)
+    p.add_argument("--init-from", default=None, help="warm-start GHN directory (e.g. the float run's OUT/final)")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--meta-batch", type=int, default=d.meta_batch, help="architectures per step per process")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per architecture")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--warmup", type=int, default=d.warmup)
+    p.add_argument("--clip", type=float, default=d.clip)
+    p.add_argument("--bits", default=",".join(map(str, d.bits)), help="QAT bit widths to sample, e.g. 2,3,4,8")
+    p.add_argument("--mixed-frac", type=float, default=d.mixed_frac)
+    p.add_argument("--float-frac", type=float, default=d.float_frac)
+    p.add_argument("--arch-pool", type=int, default=d.arch_pool)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
+    p.add_argument("--hidden", type=int, default=d.ghn["hidden"])
+    p.add_argument("--layers", type=int, default=d.ghn["layers"])
+    p.add_argument("--heads", type=int, default=d.ghn["heads"])
+    p.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default /usr/share/datasets/fashion-mnist)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt if it exists")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    from ..data import load_fashion_mnist
+
+    data = load_fashion_mnist("train", data_dir=args.data_dir)
+    images, labels = data.tensors
+    cfg = TrainConfig(
+        out=args.out, stage=args.stage, init_from=args.init_from, steps=args.steps, meta_batch=args.meta_batch,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, clip=args.clip,
+        bits=tuple(int(b) for b in args.bits.split(",")), mixed_frac=args.mixed_frac, float_frac=args.float_frac,
+        arch_pool=args.arch_pool, seed=args.seed, ckpt_every=args.ckpt_every, data_dir=args.data_dir,
+        ghn={"hidden": args.hidden, "layers": args.layers, "heads": args.heads},
+        command="torch-qinit train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
+    )
+    train(cfg, images, labels, resume=args.resume)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
