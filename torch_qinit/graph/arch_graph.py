@@ -6,7 +6,6 @@ on demand, so a graph stays a plain, inspectable record.
 """
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,19 +119,23 @@ class ArchGraph:
         0 = self, d in 1..MAX_DISTANCE = i reaches j in d hops (capped),
         MAX_DISTANCE + d = j reaches i in d hops, 2*MAX_DISTANCE + 1 = unrelated."""
         n = len(self.nodes)
-        succ: list[list[int]] = [[] for _ in range(n)]
-        for s, d in self.edges:
-            succ[s].append(d)
+        adj = torch.zeros(n, n)
+        if self.edges:
+            src, dst = zip(*self.edges)
+            adj[list(src), list(dst)] = 1.0
+        # Hop layers by frontier expansion (matmuls, not a BFS per node): exact up to the cap.
         fwd = torch.full((n, n), -1, dtype=torch.long)
-        for src in range(n):  # BFS per node: graphs are small (<= a few hundred nodes)
-            fwd[src, src] = 0
-            q = deque([src])
-            while q:
-                u = q.popleft()
-                for v in succ[u]:
-                    if fwd[src, v] < 0:
-                        fwd[src, v] = fwd[src, u] + 1
-                        q.append(v)
+        fwd.fill_diagonal_(0)
+        frontier = torch.eye(n)
+        for d in range(1, MAX_DISTANCE + 1):
+            frontier = ((frontier @ adj) > 0).float()
+            new = (frontier > 0) & (fwd < 0)
+            fwd[new] = d
+        # Anything reachable further away is marked at the cap: transitive closure by squaring.
+        reach = ((adj + torch.eye(n)) > 0).float()
+        for _ in range(max(1, (n - 1).bit_length())):
+            reach = ((reach @ reach) > 0).float()
+        fwd[(reach > 0) & (fwd < 0)] = MAX_DISTANCE
         out = torch.full((n, n), 2 * MAX_DISTANCE + 1, dtype=torch.long)
         f = fwd.clamp(max=MAX_DISTANCE)
         reach = fwd > 0
