@@ -1,0 +1,218 @@
+"""Classic initializers by name, and applying one to a whole model."""
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .classic import (
+    glorot_normal_,
+    glorot_uniform_,
+    he_normal_,
+    he_uniform_,
+    normal_range_,
+    orthogonal_,
+    pytorch_default_,
+    uniform_range_,
+)
+
+__all__ = ["INITIALIZERS", "get_initializer", "available_methods", "apply_classic_init", "classic_values"]
+
+logger = logging.getLogger(__name__)
+
+#: Name -> initializer.  All entries are tensor-level ``fn(tensor, generator=None)``
+#: except ``"pytorch_default"``, which is module-level (see :func:`pytorch_default_`).
+INITIALIZERS: dict[str, Callable] = {
+    "uniform_0.01": functools.partial(uniform_range_, bound=0.01),
+    "uniform_0.05": functools.partial(uniform_range_, bound=0.05),
+    "uniform_0.1": functools.partial(uniform_range_, bound=0.1),
+    "normal_0.01": functools.partial(normal_range_, std=0.01),
+    "normal_0.05": functools.partial(normal_range_, std=0.05),
+    "normal_0.1": functools.partial(normal_range_, std=0.1),
+    "glorot_uniform": glorot_uniform_,
+    "glorot_normal": glorot_normal_,
+    "he_uniform": he_uniform_,
+    "he_normal": he_normal_,
+    "he_uniform_fan_out": functools.partial(he_uniform_, mode="fan_out"),
+    "he_normal_fan_out": functools.partial(he_normal_, mode="fan_out"),
+    "orthogonal": orthogonal_,
+    "pytorch_default": pytorch_default_,
+}
+
+_MODULE_LEVEL = frozenset({"pytorch_default"})
+
+# Norm layers whose affine parameters are reset to weight=1, bias=0.  _NormBase
+# covers every BatchNorm/SyncBatchNorm/InstanceNorm variant.
+_NORM_TYPES: tuple[type, ...] = tuple(
+    t
+    for t in (
+        nn.modules.batchnorm._NormBase,
+        nn.LayerNorm,
+        nn.GroupNorm,
+        getattr(nn, "RMSNorm", None),
+    )
+    if t is not None
+)
+
+
+def available_methods() -> list[str]:
+    """Names accepted by :func:`get_initializer` / :func:`apply_classic_init`, in registry order."""
+    return list(INITIALIZERS)
+
+
+def get_initializer(name: str) -> Callable:
+    """The initializer registered under `name`; ValueError listing valid names otherwise."""
+    if not isinstance(name, str) or name not in INITIALIZERS:
+        raise ValueError(f"unknown initializer {name!r}; valid names: {', '.join(INITIALIZERS)}")
+    return INITIALIZERS[name]
+
+
+def _owned_params(model: nn.Module) -> list[tuple[str, nn.Module, str, nn.Parameter]]:
+    """(full name, owning module, local name, param) for every parameter name, tied ones included."""
+    out = []
+    for mod_name, mod in model.named_modules(remove_duplicate=False):
+        for local, p in mod.named_parameters(recurse=False):
+            out.append((f"{mod_name}.{local}" if mod_name else local, mod, local, p))
+    return out
+
+
+def _compute_dtype(p: Tensor) -> torch.dtype:
+    # Sample in at least float32 so low-precision params get the same draws as float ones.
+    return torch.promote_types(p.dtype, torch.float32)
+
+
+def _rule_values(
+    model: nn.Module, method: str, generator: torch.Generator | None
+) -> dict[int, tuple[Tensor | None, str]]:
+    """New value and description per parameter id, by the weight/bias/norm rule."""
+    init_fn = INITIALIZERS[method]
+    device = generator.device if generator is not None else torch.device("cpu")
+    values: dict[int, tuple[Tensor | None, str]] = {}
+    for _, mod, local, p in _owned_params(model):
+        if id(p) in values:
+            continue  # tied parameter: initialized once
+        if not p.dtype.is_floating_point:
+            values[id(p)] = (None, "unchanged (not floating point)")
+        elif isinstance(mod, _NORM_TYPES):
+            fill = 1.0 if local == "weight" else 0.0
+            values[id(p)] = (torch.full(p.shape, fill, dtype=p.dtype), "ones" if fill else "zeros")
+        elif "bias" in local:
+            values[id(p)] = (torch.zeros(p.shape, dtype=p.dtype), "zeros")
+        elif p.dim() >= 2:
+            # Sample on the generator's device (CPU by default) so the draws do not
+            # depend on where the model lives.
+            new = torch.empty(p.shape, dtype=_compute_dtype(p), device=device)
+            init_fn(new, generator=generator)
+            values[id(p)] = (new, method)
+        else:
+            # 1-D non-bias parameters (PReLU slopes, custom scales) have no fan and
+            # no rule; their construction-time value is the safest choice.
+            values[id(p)] = (None, "unchanged (no rule for 1-D parameter)")
+    return values
+
+
+def _default_values(
+    model: nn.Module, generator: torch.Generator | None
+) -> dict[int, tuple[Tensor | None, str]]:
+    """PyTorch defaults: reset_parameters() on a deepcopy, then read the values back."""
+    clone = copy.deepcopy(model)
+    pytorch_default_(clone, generator=generator)
+    reset_owned = {id(m) for m in clone.modules() if callable(getattr(m, "reset_parameters", None))}
+    clone_params = {name: (mod, p) for name, mod, _, p in _owned_params(clone)}
+    values: dict[int, tuple[Tensor | None, str]] = {}
+    for name, _, _, p in _owned_params(model):
+        if id(p) in values:
+            continue
+        cmod, cp = clone_params[name]
+        if id(cmod) in reset_owned:
+            values[id(p)] = (cp.detach().clone(), "pytorch_default")
+        else:
+            values[id(p)] = (None, "unchanged (no reset_parameters)")
+    return values
+
+
+def classic_values(
+    model: nn.Module, method: str, generator: torch.Generator | None = None
+) -> dict[int, tuple[Tensor | None, str]]:
+    """New values for `model`'s parameters under `method`, without writing them.
+
+    Returns ``{id(param): (value or None, description)}``, one entry per
+    distinct parameter (tied ones once).  ``None`` means "leave unchanged"
+    (the description says why).  Values are fresh tensors (float32 or wider,
+    on the generator's device) to be ``copy_``-ed into the parameters; this is
+    the compute-first half of :func:`apply_classic_init`.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"classic_values expects an nn.Module, got {type(model).__name__}")
+    get_initializer(method)  # validates the name
+    if method in _MODULE_LEVEL:
+        return _default_values(model, generator)
+    return _rule_values(model, method, generator)
+
+
+def apply_classic_init(
+    model: nn.Module, method: str, generator: torch.Generator | None = None
+) -> dict[str, str]:
+    """Initialize every parameter of `model` in place with the classic `method`.
+
+    Rules: conv/linear weights and any other parameter with >= 2 dims get the
+    initializer; biases get zeros; norm-layer weights ones and biases zeros.
+    ``"pytorch_default"`` instead runs each module's ``reset_parameters()`` on
+    a deepcopy and copies the resulting values.  All new values are computed
+    before anything is written, so a failure leaves the model untouched.
+    Parameter identity, buffers (BN running stats) and train/eval mode are kept.
+
+    Args:
+        model: the model to initialize in place.
+        method: one of :func:`available_methods`.
+        generator: RNG for reproducible draws (default: the global RNG).
+
+    Returns:
+        parameter name -> source description (e.g. ``"he_normal"``, ``"zeros"``,
+        ``"ones"``); tied parameters appear under each of their names.
+
+    Examples:
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))
+        >>> apply_classic_init(net, "he_normal", generator=torch.Generator().manual_seed(0))
+        {'0.weight': 'he_normal', '0.bias': 'zeros', '1.weight': 'ones', '1.bias': 'zeros'}
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"apply_classic_init expects an nn.Module, got {type(model).__name__}")
+    get_initializer(method)  # validates the name
+    params = _owned_params(model)
+    if not params:
+        raise ValueError(f"{type(model).__name__} has no parameters to initialize")
+    lazy = [name for name, _, _, p in params if isinstance(p, nn.parameter.UninitializedParameter)]
+    if lazy:
+        raise ValueError(f"lazy parameters are not materialized yet (run one forward pass first): {lazy}")
+
+    values = classic_values(model, method, generator)
+
+    report: dict[str, str] = {}
+    with torch.no_grad():
+        written: set[int] = set()
+        for name, _, _, p in params:
+            new, desc = values[id(p)]
+            report[name] = desc
+            if new is not None and id(p) not in written:
+                p.copy_(new)  # copy_ casts dtype/device and keeps the Parameter object
+                written.add(id(p))
+    logger.debug("apply_classic_init(%s): %d parameters", method, len(written))
+    return report
+
+
+def classic_values(
+    model: nn.Module, method: str, generator: torch.Generator | None = None
+) -> dict[int, tuple[Tensor | None, str]]:
+    """New value (None = keep) and description per parameter id, without writing anything.
+
+    Used by `initialize_` to prepare the fallback for parameters the GHN cannot serve.
+    """
+    get_initializer(method)
+    if method in _MODULE_LEVEL:
+        return _default_values(model, generator)
+    return _rule_values(model, method, generator)
