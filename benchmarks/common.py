@@ -1,0 +1,212 @@
+"""Helpers shared by the benchmarks (DESIGN §4): data, seeded initialization, arguments, statistics.
+
+Typical use in a benchmark's ``main``::
+
+    parser = argparse.ArgumentParser(prog="torch-qinit bench NAME")
+    common_args(parser)
+    args = parser.parse_args(argv)
+    with bench_context(args):                      # threads + --out, restored afterwards
+        calib, test = load_data(args.quick, args.data_dir)
+        model, report = init_model(("test", 0), "he_normal", seed=0)
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import math
+import statistics
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from benchmarks import results
+
+__all__ = [
+    "METHODS_MAIN",
+    "GHN_METHODS",
+    "DATA_SIZES",
+    "load_data",
+    "fixed_batches",
+    "build_model",
+    "init_model",
+    "mean_std",
+    "ghn_available",
+    "ghn_unavailable_reason",
+    "classic_methods",
+    "common_args",
+    "resolve_seeds",
+    "bench_context",
+]
+
+#: The methods every benchmark compares by default.
+METHODS_MAIN: list[str] = ["ghn-qat", "ghn", "he_normal", "glorot_uniform"]
+#: Methods that need bundled GHN weights.
+GHN_METHODS: tuple[str, ...] = ("ghn-qat", "ghn")
+
+#: Data sizes (number of examples) and batch size for quick and full runs.
+DATA_SIZES: dict[str, dict[str, int]] = {
+    "quick": {"train": 512, "test": 256, "batch_size": 64},
+    "full": {"train": 10000, "test": 2000, "batch_size": 128},
+}
+
+DEFAULT_RESULTS_DIR: Path = results.RESULTS_DIR
+
+ModelSource = Union[nn.Module, "Any", tuple]  # nn.Module, ArchSpec, or (split, index)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_data(quick: bool, data_dir: str | None = None, *, seed: int = 0, train_size: int | None = None,
+              test_size: int | None = None, batch_size: int | None = None) -> tuple[DataLoader, DataLoader]:
+    """Fashion-MNIST ``(train loader, test loader)`` on seeded subsets sized for quick or full runs.
+
+    The train loader is shuffled with a seeded generator (use it for training, BN recalibration
+    and activation calibration; see :func:`fixed_batches` for identical batches across methods);
+    the test loader is a fixed, unshuffled subset (same examples for every method and seed).
+    Sizes default to ``DATA_SIZES["quick" | "full"]``; ``None`` in an override keeps the default,
+    ``0`` means the whole split.  Raises ``torch_qinit.data.DatasetNotFoundError`` if the data is absent.
+    """
+    from torch_qinit.data import fashion_mnist_loaders
+
+    sizes = DATA_SIZES["quick" if quick else "full"]
+    train_n = sizes["train"] if train_size is None else (train_size or None)
+    test_n = sizes["test"] if test_size is None else (test_size or None)
+    return fashion_mnist_loaders(batch_size=batch_size or sizes["batch_size"], data_dir=data_dir,
+                                 train_subset=train_n, test_subset=test_n, seed=seed)
+
+
+def fixed_batches(loader: Iterable[Any], n: int) -> list[Any]:
+    """The first `n` batches of `loader` as a list, so every method sees exactly the same batches."""
+    out = []
+    for i, batch in enumerate(loader):
+        if i >= n:
+            break
+        out.append(batch)
+    return out
+
+
+# --------------------------------------------------------------------------- models and init
+
+
+def build_model(source: Any, seed: int = 0) -> nn.Module:
+    """An nn.Module from a design-space ``(split, index)``, an ``ArchSpec`` or a module (deep-copied).
+
+    Construction runs under ``torch.manual_seed(seed)`` (restored afterwards) so PyTorch's default
+    init, which some layers keep, is reproducible too.
+    """
+    import copy
+
+    from torch_qinit.space import build_arch
+
+    if isinstance(source, nn.Module):
+        return copy.deepcopy(source)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if isinstance(source, tuple):
+            return build_arch(*source)
+        if hasattr(source, "build"):
+            return source.build()
+    raise TypeError(f"expected an nn.Module, an ArchSpec or (split, index); got {type(source).__name__}")
+
+
+def init_model(spec_or_model: Any, method: str, seed: int = 0, bits: Any = 4, **kwargs: Any) -> tuple[nn.Module, Any]:
+    """Build a model and initialize it with `method`; returns ``(model, InitReport)``.
+
+    `spec_or_model`: ``(split, index)``, an ``ArchSpec``, or an nn.Module (a deep copy is
+    initialized; the argument is left as is).  Classic methods draw from
+    ``torch.Generator().manual_seed(seed)``; "ghn-qat"/"ghn" use the bundled GHN checkpoints
+    (deterministic: `seed` only affects fallback parameters).  `bits` is the target weight width
+    (None = float) that "ghn-qat" predicts for; extra kwargs go to ``torch_qinit.initialize_``.
+    """
+    import torch_qinit
+
+    model = build_model(spec_or_model, seed)
+    g = torch.Generator().manual_seed(seed)
+    report = torch_qinit.initialize_(model, bits=bits, method=method, generator=g, **kwargs)
+    return model, report
+
+
+def classic_methods() -> list[str]:
+    """Every classic initializer name (``torch_qinit.init.available_methods()``)."""
+    from torch_qinit.init import available_methods
+
+    return list(available_methods())
+
+
+@functools.lru_cache(maxsize=None)
+def ghn_unavailable_reason(method: str) -> str | None:
+    """None if `method` can run; else why not (e.g. bundled GHN weights are missing). Cached per process."""
+    if method not in GHN_METHODS:
+        return None
+    try:
+        from torch_qinit.hub import load_ghn
+
+        load_ghn(method)
+    except Exception as exc:  # noqa: BLE001 - any failure means "skip with a note"
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def ghn_available(method: str) -> bool:
+    """True for classic methods, and for "ghn-qat"/"ghn" when their bundled weights load.
+
+    Benchmarks skip unavailable GHN methods and say so (see :func:`ghn_unavailable_reason`).
+    """
+    return ghn_unavailable_reason(method) is None
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0.0 for one value; NaNs for none)."""
+    vals = [float(v) for v in values]
+    if not vals:
+        return math.nan, math.nan
+    if len(vals) == 1:
+        return vals[0], 0.0
+    return statistics.fmean(vals), statistics.stdev(vals)
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add --quick, --threads, --data-dir, --seeds and --out to `parser`; returns it."""
+    parser.add_argument("--quick", action="store_true", help="seconds-long CI run; writes NAME.quick.* files")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--data-dir", default=None, help="Fashion-MNIST directory (default: $TORCH_QINIT_DATA_DIR "
+                        "or /usr/share/datasets/fashion-mnist)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                        help="seeds to run (default depends on the benchmark and --quick)")
+    parser.add_argument("--out", default=None, help="results directory (default benchmarks/results)")
+    return parser
+
+
+def resolve_seeds(args: argparse.Namespace, quick: Sequence[int] = (0,), full: Sequence[int] = (0, 1)) -> list[int]:
+    """--seeds if given, else the benchmark's quick or full default."""
+    if args.seeds:
+        return list(args.seeds)
+    return list(quick if args.quick else full)
+
+
+@contextlib.contextmanager
+def bench_context(args: argparse.Namespace) -> Iterator[None]:
+    """Apply --threads and --out for the duration of a benchmark; both are restored on exit."""
+    old_threads = torch.get_num_threads()
+    old_dir = results.RESULTS_DIR
+    try:
+        if getattr(args, "threads", None):
+            torch.set_num_threads(max(1, int(args.threads)))
+        out = getattr(args, "out", None)
+        results.RESULTS_DIR = Path(out).expanduser().resolve() if out else DEFAULT_RESULTS_DIR
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        results.RESULTS_DIR = old_dir
