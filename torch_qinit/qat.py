@@ -1,0 +1,289 @@
+"""Quantization-aware training (QAT) from a given initialization: the library's QAT helper.
+
+GHN-QAT weights are meant as the *start* of the user's own QAT (DESIGN §1).  This module is a
+small, dependable QAT loop on top of :mod:`torch_qinit.quant`, used by the demo and the
+"QAT from init" benchmark, and usable as is::
+
+    torch_qinit.initialize_(model, bits=4)
+    result = qat_finetune(model, 4, train_loader, steps=500)
+    acc = qat_accuracy(result.model, test_loader)
+
+Scheme: a fake-quantized copy of the model (weights per-channel symmetric, activations per-tensor
+affine over the batch range, straight-through estimator), BatchNorm kept unfolded and in training
+mode, trained with Adam at a constant learning rate.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .evaluation import accuracy
+from .quant.fake_quant import MAX_BITS, MIN_BITS
+from .quant.modules import _batch_input, calibrate, quantize_model, quantized_layers
+
+__all__ = ["QATResult", "qat_finetune", "qat_accuracy", "OPTIMIZERS"]
+
+logger = logging.getLogger(__name__)
+
+#: Optimizers `qat_finetune` accepts.  Adam is the default: a short QAT run from very different
+#: starting points (GHN-predicted, He, Glorot, ...) needs one learning rate that works for all of
+#: them, and Adam's per-parameter scaling is far less sensitive to the initial weight scale than
+#: SGD's.  "sgd" is SGD with Nesterov momentum 0.9 (use lr around 0.05 for it).
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass
+class QATResult:
+    """What :func:`qat_finetune` returns.
+
+    Attributes:
+        model: the trained fake-quantized model (a new module, in eval mode).
+        curve: ``[(step, metric)]`` from ``eval_fn``, every ``eval_every`` steps and at the end.
+        losses: training loss of every step (``nan`` for a skipped non-finite step).
+        steps: optimizer steps requested.
+        skipped_steps: steps skipped because the loss was not finite.
+        seconds: wall-clock time of the training loop, evaluations included.
+    """
+
+    model: nn.Module
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    steps: int = 0
+    skipped_steps: int = 0
+    seconds: float = 0.0
+
+    @property
+    def final_metric(self) -> float | None:
+        """The last ``eval_fn`` value, or None when no ``eval_fn`` was given."""
+        return self.curve[-1][1] if self.curve else None
+
+
+def _check_qat_bits(bits: Any, what: str) -> None:
+    """Raise ValueError unless `bits` is an int in 2..8 or a {layer: int} dict: QAT needs a bit-width."""
+
+    def ok(b: Any) -> bool:
+        return isinstance(b, int) and not isinstance(b, bool) and MIN_BITS <= b <= MAX_BITS
+
+    if isinstance(bits, Mapping):
+        bad = {k: v for k, v in bits.items() if v is not None and not ok(v)}
+        if bad or not bits:
+            raise ValueError(f"{what}: every per-layer bit-width must be an int in {MIN_BITS}..{MAX_BITS} "
+                             f"(or None for a float layer); got {bad or bits!r}")
+    elif not ok(bits):
+        raise ValueError(f"{what} must be an int in {MIN_BITS}..{MAX_BITS} (or a {{layer: bits}} dict) for "
+                         f"quantization-aware training, got {bits!r}")
+
+
+def _cycle(loader: Iterable[Any]) -> Iterator[Any]:
+    """Endless batches; re-iterates `loader` (a new shuffle per epoch) instead of caching like itertools.cycle."""
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("qat_finetune: train_loader yielded no batches")
+
+
+def _split(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if not (isinstance(batch, (list, tuple)) and len(batch) >= 2):
+        raise TypeError(f"qat_finetune needs (x, y) batches, got {type(batch).__name__}")
+    return batch[0], batch[1]
+
+
+def _make_optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True)
+
+
+def qat_finetune(
+    model: nn.Module,
+    bits: int | Mapping[str, int | None],
+    train_loader: Iterable[Any],
+    *,
+    steps: int,
+    lr: float = 1e-3,
+    act_bits: int | Mapping[str, int | None] | None = None,
+    optimizer: str = "adam",
+    lsq: bool = False,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+    eval_fn: Callable[[nn.Module], float] | None = None,
+    eval_every: int = 0,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    desc: str = "qat",
+) -> QATResult:
+    """Quantization-aware training of a fake-quantized copy of `model`; `model` itself is untouched.
+
+    The copy is ``quantize_model(model, w_bits=bits, a_bits=act_bits or bits, fold_bn=False)``:
+    BatchNorm stays (and trains, updating its running statistics), weights and activations are
+    fake-quantized with a straight-through estimator, and activations use the current batch's
+    range in training mode while an EMA of it is kept for evaluation.  The first layer's input
+    (the image) keeps at least 8 bits.  Training runs `steps` optimizer steps, cycling
+    `train_loader` as often as needed, with a constant learning rate.  A step whose loss is
+    not finite is skipped (and counted) instead of corrupting the weights.
+
+    Args:
+        model: the initialized float model (e.g. after ``initialize_``).
+        bits: weight bits, an int in 2..8 or ``{layer qualname: bits}`` for mixed precision.
+        train_loader: iterable of ``(x, y)`` batches; re-iterated when exhausted.
+        steps: number of optimizer steps (>= 1).
+        lr: learning rate; the default suits Adam.
+        act_bits: activation bits, same forms as `bits`; None means the same as `bits`.
+        optimizer: ``"adam"`` (default, see :data:`OPTIMIZERS` for why) or ``"sgd"``
+            (Nesterov momentum 0.9).
+        lsq: learn the quantizer step sizes (LSQ) instead of abs-max / min-max scales.
+        loss_fn: ``loss_fn(logits, y)``; cross-entropy by default.
+        eval_fn: called as ``eval_fn(qmodel)`` with the model in eval mode (train mode is
+            restored afterwards) every `eval_every` steps and after the last step; its
+            float result goes into ``curve``.  :func:`qat_accuracy` is a ready-made one.
+        eval_every: evaluation period in steps; 0 evaluates only at the end.
+        generator: seeds the training loop's global-RNG use (loader shuffling without its
+            own generator, dropout) inside ``torch.random.fork_rng``, so a run is
+            reproducible and the caller's global RNG state is left as it was.
+        progress: show a tqdm progress bar (on stderr).
+        desc: the progress bar's label.
+
+    Returns:
+        A :class:`QATResult` holding the trained quantized model (in eval mode), the eval
+        curve and the per-step losses.
+
+    Examples:
+        >>> torch_qinit.initialize_(net, bits=4)                                   # doctest: +SKIP
+        >>> res = qat_finetune(net, 4, train_loader, steps=200, eval_every=50,
+        ...                    eval_fn=lambda q: qat_accuracy(q, test_loader))     # doctest: +SKIP
+        >>> res.curve                                                              # doctest: +SKIP
+        [(50, 0.71), (100, 0.78), (150, 0.80), (200, 0.82)]
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"qat_finetune expects an nn.Module, got {type(model).__name__}")
+    _check_qat_bits(bits, "bits")
+    if act_bits is not None:
+        _check_qat_bits(act_bits, "act_bits")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 0:
+        raise ValueError(f"eval_every must be an int >= 0, got {eval_every!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+
+    qmodel = quantize_model(model, w_bits=bits, a_bits=act_bits if act_bits is not None else bits,
+                            fold_bn=False, lsq=lsq)
+    if not quantized_layers(qmodel):
+        raise ValueError(f"{type(model).__name__} has no Conv/Linear layers to quantize")
+    params = [p for p in qmodel.parameters() if p.requires_grad]
+    opt = _make_optimizer(optimizer, params, float(lr))
+    device = params[0].device if params else torch.device("cpu")
+
+    result = QATResult(model=qmodel, steps=steps)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm  # only needed for the bar
+
+        bar = tqdm(total=steps, desc=desc, leave=False, dynamic_ncols=True)
+
+    def run_eval(step: int) -> None:
+        assert eval_fn is not None
+        qmodel.eval()
+        try:
+            metric = float(eval_fn(qmodel))
+        finally:
+            qmodel.train()
+        result.curve.append((step, metric))
+        logger.debug("qat step %d: metric %.4f", step, metric)
+
+    # fork_rng: a seeded run must not move the caller's global RNG (DESIGN: change nothing but what we own).
+    cuda_devices = [device.index or 0] if device.type == "cuda" else []
+    t0 = time.perf_counter()
+    with torch.random.fork_rng(devices=cuda_devices, enabled=generator is not None):
+        if generator is not None:
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        batches = _cycle(train_loader)
+        qmodel.train()
+        try:
+            for step in range(1, steps + 1):
+                x, y = _split(next(batches))
+                loss = loss_fn(qmodel(x.to(device)), y.to(device))
+                value = float(loss.detach())
+                if math.isfinite(value):
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                else:  # one bad batch (e.g. an overflow) must not turn every weight into NaN
+                    result.skipped_steps += 1
+                result.losses.append(value)
+                if eval_fn is not None and ((eval_every and step % eval_every == 0) or step == steps):
+                    run_eval(step)
+                if bar is not None:
+                    post = {"loss": f"{value:.3f}"}
+                    if result.curve:
+                        post["metric"] = f"{result.curve[-1][1]:.3f}"
+                    bar.set_postfix(post, refresh=False)
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+    result.seconds = time.perf_counter() - t0
+    if result.skipped_steps:
+        warnings.warn(f"qat_finetune: skipped {result.skipped_steps} of {steps} steps with a non-finite loss",
+                      stacklevel=2)
+    qmodel.eval()
+    logger.info("qat_finetune: %d steps in %.1f s, final loss %.4f%s", steps, result.seconds,
+                result.losses[-1], f", metric {result.final_metric:.4f}" if result.curve else "")
+    return result
+
+
+def qat_accuracy(
+    qmodel: nn.Module,
+    loader: Iterable[Any],
+    calib_loader: Iterable[Any] | None = None,
+    *,
+    calib_batches: int = 10,
+    device: str | torch.device | None = None,
+) -> float:
+    """Top-1 accuracy in [0, 1] of a fake-quantized model (e.g. ``QATResult.model``), in eval mode.
+
+    By default the activation ranges tracked during QAT (an EMA of the batch ranges) are used,
+    as a deployed QAT model would.  With `calib_loader`, ranges are first recalibrated (min/max
+    over `calib_batches` batches) on a copy, so `qmodel` is never modified either way; its
+    train/eval mode is restored too.
+
+    Args:
+        qmodel: a model from :func:`qat_finetune` or ``quantize_model``.
+        loader: ``(x, y)`` batches to measure accuracy on.
+        calib_loader: optional batches for range recalibration (use training data).
+        calib_batches: at most this many calibration batches.
+        device: where to run; defaults to the model's device.
+    """
+    if not isinstance(qmodel, nn.Module):
+        raise TypeError(f"qat_accuracy expects an nn.Module, got {type(qmodel).__name__}")
+    if not quantized_layers(qmodel):
+        raise ValueError("qat_accuracy: no quantized layers; pass a model from qat_finetune or quantize_model")
+    if device is None:
+        p = next(qmodel.parameters(), None)
+        device = p.device if p is not None else torch.device("cpu")
+    net = qmodel
+    if calib_loader is not None:
+        net = copy.deepcopy(qmodel)
+        calibrate(net, (_batch_input(b) for b in itertools.islice(calib_loader, calib_batches)))
+    modes = [(m, m.training) for m in net.modules()]
+    net.eval()
+    try:
+        return accuracy(net, loader, device)
+    finally:
+        for m, mode in modes:
+            m.training = mode
