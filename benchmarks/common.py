@@ -139,11 +139,20 @@ def classic_methods() -> list[str]:
     return list(available_methods())
 
 
-@functools.lru_cache(maxsize=None)
 def ghn_unavailable_reason(method: str) -> str | None:
-    """None if `method` can run; else why not (e.g. bundled GHN weights are missing). Cached per process."""
+    """None if `method` can run; else why not (e.g. bundled GHN weights are missing).
+
+    Cached per (method, weights folder), so setting ``$TORCH_QINIT_WEIGHTS_DIR`` is honoured.
+    """
     if method not in GHN_METHODS:
         return None
+    from torch_qinit.hub import bundled_weights_dir
+
+    return _ghn_check(method, str(bundled_weights_dir()))
+
+
+@functools.lru_cache(maxsize=None)
+def _ghn_check(method: str, weights_dir: str) -> str | None:
     try:
         from torch_qinit.hub import load_ghn
 
