@@ -1,0 +1,115 @@
+"""`torch-qinit` console dispatch, `info`, and `demo` in a tiny mode."""
+import csv
+import importlib.util
+
+import pytest
+import torch
+
+from torch_qinit.cli.main import main
+from torch_qinit.data import DEFAULT_DATA_DIR
+from torch_qinit.ghn import GHN, GHNConfig
+from torch_qinit.hub import WEIGHTS_DIR_ENV, save_pretrained
+
+HAVE_DATA = (DEFAULT_DATA_DIR / "train-images-idx3-ubyte.gz").is_file() and \
+    (DEFAULT_DATA_DIR / "t10k-images-idx3-ubyte.gz").is_file()
+needs_data = pytest.mark.skipif(not HAVE_DATA, reason=f"Fashion-MNIST not installed in {DEFAULT_DATA_DIR}")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory):
+    """Stand-in bundled checkpoints: small random GHNs in the ghn-qat/ and ghn/ layout."""
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("weights")
+    qat = GHN(GHNConfig(hidden=32, layers=1, heads=4, decoder_rank=8, bits=(2, 3, 4, 8)))
+    qat.config.training = {"steps": 123, "stage": "qat", "command": "torch-qinit train --stage qat --steps 123"}
+    save_pretrained(qat, d / "ghn-qat")
+    save_pretrained(GHN(GHNConfig(hidden=32, layers=1, heads=4, decoder_rank=8, bits=(), method="ghn")), d / "ghn")
+    return d
+
+
+def test_help_and_no_args(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: torch-qinit" in out and "demo" in out and "info" in out
+    assert main([]) == 0
+
+
+def test_unknown_command(capsys):
+    assert main(["frobnicate"]) == 2
+    assert "unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+def test_info_with_checkpoints(weights_dir, monkeypatch, capsys):
+    monkeypatch.setenv(WEIGHTS_DIR_ENV, str(weights_dir))
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    import torch_qinit
+
+    assert f"torch_qinit      {torch_qinit.__version__}" in out and "huggingface_hub" in out
+    assert str(weights_dir / "ghn-qat") in out and "sha256" in out
+    assert "123 steps" in out and "torch-qinit train --stage qat --steps 123" in out
+    assert "ghn-qat, ghn, " in out and "he_normal" in out
+    assert "dataset: Fashion-MNIST at" in out
+
+
+def test_info_missing_checkpoints_and_data(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(WEIGHTS_DIR_ENV, str(tmp_path / "nothing"))
+    assert main(["info", "--data-dir", str(tmp_path / "nodata")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("MISSING: no model.safetensors") == 2
+    assert "apt-get install dataset-fashion-mnist" in out
+
+
+def _read_results(out_dir):
+    with (out_dir / "results.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+@needs_data
+def test_demo_tiny(weights_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(WEIGHTS_DIR_ENV, "/nonexistent")  # --weights-dir must override it (restored after)
+    out_dir = tmp_path / "out"
+    rc = main(["demo", "--archs", "1", "--qat-steps", "2", "--test-subset", "256", "--curve-subset", "128",
+               "--batch-size", "64", "--calib-batches", "2", "--no-progress",
+               "--weights-dir", str(weights_dir), "--out", str(out_dir)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "zero-shot" in out and "after 2-step QAT" in out and "MISSING" not in out
+    for m in ("ghn-qat", "ghn", "he_normal", "glorot_uniform"):
+        assert m in out
+    rows = _read_results(out_dir)
+    assert [r["method"] for r in rows] == ["ghn-qat", "ghn", "he_normal", "glorot_uniform"]
+    for r in rows:
+        assert 0.0 <= float(r["zero_shot_w4a4"]) <= 1.0 and 0.0 <= float(r["qat2_w4a4"]) <= 1.0
+    assert "| ghn-qat |" in (out_dir / "summary.md").read_text()
+    assert (out_dir / "curves.csv").is_file()
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (out_dir / "demo.png").stat().st_size > 1000
+
+
+@needs_data
+def test_demo_without_ghn_weights_runs_classic_methods(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(WEIGHTS_DIR_ENV, str(tmp_path / "empty"))
+    out_dir = tmp_path / "out"
+    rc = main(["demo", "--archs", "1", "--qat-steps", "1", "--test-subset", "128", "--batch-size", "64",
+               "--calib-batches", "2", "--no-progress", "--no-plot", "--out", str(out_dir)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "ghn-qat: MISSING" in out and "ghn: MISSING" in out and "checkpoint missing" in out
+    assert [r["method"] for r in _read_results(out_dir)] == ["he_normal", "glorot_uniform"]
+    assert not (out_dir / "demo.png").exists()
+
+
+def test_demo_bad_arguments(capsys):
+    assert main(["demo", "--methods", "he_normal,bogus"]) == 2
+    assert "bogus" in capsys.readouterr().err
+    assert main(["demo", "--archs", "0"]) == 2
+    assert main(["demo", "--bits", "1"]) == 2
