@@ -1,0 +1,144 @@
+"""The init_study and qat_from_init benchmarks in --quick mode: outputs exist and hold sane values.
+
+Each benchmark runs in a subprocess through the CLI dispatcher (``torch-qinit bench NAME --quick``)
+with stand-in GHN checkpoints in a temporary ``TORCH_QINIT_WEIGHTS_DIR``, so the tests behave the
+same whether or not the real bundled weights are installed (and no cache leaks between tests).
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_data_and_plotting():
+    pytest.importorskip("matplotlib")
+    from torch_qinit.data import DatasetNotFoundError, load_fashion_mnist
+
+    try:
+        load_fashion_mnist("test")
+    except DatasetNotFoundError as exc:
+        pytest.skip(f"Fashion-MNIST not installed: {exc}")
+
+
+@pytest.fixture(scope="module")
+def standin_weights(tmp_path_factory) -> Path:
+    """Tiny random GHN checkpoints named like the bundled ones (never committed anywhere)."""
+    from torch_qinit.ghn import GHN, GHNConfig
+    from torch_qinit.hub import save_pretrained
+
+    root = tmp_path_factory.mktemp("weights")
+    for name, bits in (("ghn-qat", (2, 3, 4, 8)), ("ghn", ())):
+        save_pretrained(GHN(GHNConfig(hidden=32, layers=1, heads=4, decoder_rank=8, bits=bits)), root / name)
+    return root
+
+
+def bench(name: str, weights_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TORCH_QINIT_WEIGHTS_DIR=str(weights_dir), MPLBACKEND="Agg",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, "-m", "torch_qinit.cli.main", "bench", name, "--quick", *extra],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    assert path.is_file(), path
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def check_png(path: Path) -> None:
+    assert path.is_file(), path
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+
+
+def frac(v: str) -> float:
+    x = float(v)
+    assert 0.0 <= x <= 1.0, v
+    return x
+
+
+def test_init_study_quick(standin_weights):
+    bench("init_study", standin_weights)
+    rows = read_csv(RESULTS / "init_study.quick.csv")
+    assert {(r["block"], r["init"]) for r in rows} == {("conv_bn", "he_normal"), ("conv_bn", "ghn-qat")}
+    for r in rows:
+        assert r["status"] == "ok", r
+        fl, a8, a4 = frac(r["float_acc"]), frac(r["w8a8_acc"]), frac(r["w4a4_acc"])
+        assert math.isclose(float(r["drop_w4a4"]), fl - a4, abs_tol=1e-9)
+        assert math.isclose(float(r["drop_w8a8"]), fl - a8, abs_tol=1e-9)
+        assert 0 < float(r["qmse_w8"]) < float(r["qmse_w4"])  # fewer bits, larger weight error
+        assert 0 < float(r["act_range_mean"]) <= float(r["act_range_max"])
+        assert math.isfinite(float(r["train_loss"]))
+    ghn_row = next(r for r in rows if r["init"] == "ghn-qat")
+    assert float(ghn_row["ghn_share"]) > 0.5  # the stand-in GHN really initialized the net
+
+    layers = read_csv(RESULTS / "init_study_act_ranges.quick.csv")
+    # stem + 3 conv_bn blocks + classifier = 5 conv/linear layers per run
+    assert len(layers) == 5 * len(rows)
+    for r in layers:
+        assert float(r["act_min"]) <= float(r["act_max"])
+        assert math.isclose(float(r["act_range"]), float(r["act_max"]) - float(r["act_min"]), rel_tol=1e-9)
+
+    summary = read_csv(RESULTS / "init_study_summary.quick.csv")
+    assert len(summary) == 2 and all(r["seeds"] == "1" for r in summary)
+    check_png(RESULTS / "init_study.quick.png")
+    md = (RESULTS / "init_study.quick.md").read_text()
+    for needle in ("# Initializer study", "| block | he_normal | ghn-qat |", "## Reading", "init_study.quick.png",
+                   "- command: `torch-qinit bench init_study --quick`"):
+        assert needle in md, needle
+
+
+def test_qat_from_init_quick(standin_weights):
+    bench("qat_from_init", standin_weights)
+    rows = read_csv(RESULTS / "qat_from_init.quick.csv")
+    assert {(r["arch"], r["bits"], r["method"]) for r in rows} == {
+        ("2", b, m) for b in ("4", "2") for m in ("ghn-qat", "he_normal")}
+    for r in rows:
+        assert r["status"] == "ok", r
+        frac(r["acc_step0"]), frac(r["final_acc"])
+        assert float(r["best_acc"]) >= max(float(r["acc_step0"]), float(r["final_acc"]))
+    curves = read_csv(RESULTS / "qat_from_init_curves.quick.csv")
+    assert len(curves) == 3 * len(rows)  # steps 0 (zero-shot), 2, 4
+    assert sorted({int(r["step"]) for r in curves}) == [0, 2, 4]
+    for r in curves:
+        frac(r["acc"])
+    step0 = {(r["bits"], r["method"]): r["acc"] for r in curves if r["step"] == "0"}
+    assert all(step0[(r["bits"], r["method"])] == r["acc_step0"] for r in rows)
+
+    summary = read_csv(RESULTS / "qat_from_init_summary.quick.csv")
+    assert len(summary) == 4
+    for s in summary:
+        assert s["target_method"] == "he_normal"  # the only classic init in the quick run
+        assert s["steps_to_target"] == "not reached" or int(s["steps_to_target"]) in (0, 2, 4)
+        if s["method"] == "he_normal":  # the target's own method reaches it by its last step at the latest
+            assert s["steps_to_target"] != "not reached"
+    check_png(RESULTS / "qat_from_init.quick.png")
+    md = (RESULTS / "qat_from_init.quick.md").read_text()
+    for needle in ("# QAT from initialization", "steps to target", "## Reading", "qat_from_init.quick.png",
+                   "W2A2", "- command: `torch-qinit bench qat_from_init --quick`"):
+        assert needle in md, needle
+
+
+def test_missing_ghn_weights_are_skipped_with_a_note(tmp_path):
+    empty = tmp_path / "no_weights"
+    empty.mkdir()
+    out = tmp_path / "results"
+    proc = bench("qat_from_init", empty, "--bits", "4", "--steps", "2", "--out", str(out))
+    assert "skipping ghn-qat" in proc.stdout
+    rows = read_csv(out / "qat_from_init.quick.csv")
+    assert {r["method"] for r in rows} == {"he_normal"}
+    md = (out / "qat_from_init.quick.md").read_text()
+    assert "`ghn-qat` skipped" in md
+    check_png(out / "qat_from_init.quick.png")
