@@ -15,14 +15,6 @@ HAVE_DATA = (DEFAULT_DATA_DIR / "train-images-idx3-ubyte.gz").is_file() and \
 needs_data = pytest.mark.skipif(not HAVE_DATA, reason=f"Fashion-MNIST not installed in {DEFAULT_DATA_DIR}")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def weights_dir(tmp_path_factory):
     """Stand-in bundled checkpoints: small random GHNs in the ghn-qat/ and ghn/ layout."""

@@ -7,16 +7,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from torch_qinit.evaluation import accuracy, evaluate, recalibrate_bn
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small ops on a shared 2-core machine: extra intra-op threads only spin and
-    # contend (measured 30x slower here), so run these tests single-threaded.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def data(n: int = 256, seed: int = 0) -> TensorDataset:
     g = torch.Generator().manual_seed(seed)
     protos = torch.randn(3, 1, 6, 6, generator=torch.Generator().manual_seed(9))

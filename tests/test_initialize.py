@@ -1,5 +1,5 @@
 """initialize_: atomic, identity-preserving, honest about what it could not serve."""
-import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -148,8 +148,8 @@ def test_corrupt_checkpoint_leaves_model_untouched(ghn_dir, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     for f in ("config.json", "README.md"):
-        (bad / f).write_bytes((__import__("pathlib").Path(ghn_dir) / f).read_bytes())
-    data = (__import__("pathlib").Path(ghn_dir) / "model.safetensors").read_bytes()
+        (bad / f).write_bytes((Path(ghn_dir) / f).read_bytes())
+    data = (Path(ghn_dir) / "model.safetensors").read_bytes()
     (bad / "model.safetensors").write_bytes(data[: len(data) // 2])
     model = build_arch("test", 6)
     before = _state(model)

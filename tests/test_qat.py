@@ -14,15 +14,6 @@ from torch_qinit.qat import QATResult, qat_accuracy, qat_finetune
 from torch_qinit.quant import quantized_layers
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny ops on a shared 2-core machine: extra intra-op threads only contend.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def data(n: int = 256, seed: int = 0) -> TensorDataset:
     g = torch.Generator().manual_seed(seed)
     protos = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(9))

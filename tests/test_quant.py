@@ -27,16 +27,6 @@ from torch_qinit.quant import (
 ALL_BITS = [2, 3, 4, 8]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small ops on a shared 2-core machine: extra intra-op threads only spin and
-    # contend (measured 30x slower here), so run these tests single-threaded.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---------------------------------------------------------------- check_bits
 def test_check_bits_messages():
     assert check_bits(None) is None

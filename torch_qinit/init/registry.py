@@ -203,16 +203,3 @@ def apply_classic_init(
                 written.add(id(p))
     logger.debug("apply_classic_init(%s): %d parameters", method, len(written))
     return report
-
-
-def classic_values(
-    model: nn.Module, method: str, generator: torch.Generator | None = None
-) -> dict[int, tuple[Tensor | None, str]]:
-    """New value (None = keep) and description per parameter id, without writing anything.
-
-    Used by `initialize_` to prepare the fallback for parameters the GHN cannot serve.
-    """
-    get_initializer(method)
-    if method in _MODULE_LEVEL:
-        return _default_values(model, generator)
-    return _rule_values(model, method, generator)
