@@ -85,3 +85,14 @@ def test_two_gloo_ranks_end_identical(tmp_path):
     from torch_qinit.ghn import GHN, GHNConfig
     fresh = GHN(GHNConfig(**TINY)).state_dict()
     assert any(not torch.equal(fresh[k], a[k]) for k in a)
+
+
+def test_curves_cli_plots_a_run(tmp_path):
+    from torch_qinit.cli.curves import main as curves_main
+
+    images, labels = _data()
+    train(_cfg(tmp_path / "run", steps=4, log_every=2), images, labels)
+    assert curves_main([str(tmp_path / "run"), "--out", str(tmp_path / "curve")]) == 0
+    lines = (tmp_path / "curve.csv").read_text().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("run,stage,global_step")  # header + steps 2 and 4
+    assert curves_main([str(tmp_path / "missing")]) == 1

@@ -9,6 +9,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("torch_qinit.cli.info", "show versions, the bundled GHN checkpoint and the dataset location"),
     "demo": ("torch_qinit.cli.demo", "the main job: compare initializers at W4A4 on Fashion-MNIST"),
     "train": ("torch_qinit.cli.train", "train a GHN (float) or GHN-QAT (quantization-aware finetune)"),
+    "curves": ("torch_qinit.cli.curves", "plot GHN training curves of run directories"),
     "bench": ("benchmarks", "run a benchmark: torch-qinit bench NAME [--quick]"),
 }
 
