@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from benchmarks import results
+from torch_qinit.initialize import GHN_METHODS  # methods that need GHN weights
 
 __all__ = [
     "METHODS_MAIN",
@@ -45,8 +46,6 @@ __all__ = [
 
 #: The methods every benchmark compares by default.
 METHODS_MAIN: list[str] = ["ghn-qat", "ghn", "he_normal", "glorot_uniform"]
-#: Methods that need bundled GHN weights.
-GHN_METHODS: tuple[str, ...] = ("ghn-qat", "ghn")
 
 #: Data sizes (number of examples) and batch size for quick and full runs.
 DATA_SIZES: dict[str, dict[str, int]] = {

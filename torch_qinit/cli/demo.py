@@ -29,8 +29,9 @@ from typing import Any
 
 import torch
 
+from torch_qinit.initialize import GHN_METHODS
+
 DEFAULT_METHODS = ("ghn-qat", "ghn", "he_normal", "glorot_uniform")
-GHN_METHODS = ("ghn-qat", "ghn")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,12 +26,12 @@ from tqdm import tqdm
 
 from ..ghn import GHN, GHNConfig
 from ..graph import capture
+from ..graph.arch_graph import WEIGHT_OPS
 from ..quant import quantize_model, set_quant_bits
 from ..space import get_arch
 from .train_state import has_training_state, load_training_state, save_training_state
 
 log = logging.getLogger(__name__)
-_WEIGHT_OPS = {"conv", "dw_conv", "group_conv", "linear"}
 
 
 @dataclass
@@ -100,7 +100,7 @@ def sample_bits(cfg: TrainConfig, graph: Any, gen: torch.Generator) -> int | Non
     if u < cfg.float_frac:
         return None
     if u < cfg.float_frac + cfg.mixed_frac:
-        return {n.name: choice() for n in graph.nodes if n.op in _WEIGHT_OPS}
+        return {n.name: choice() for n in graph.nodes if n.op in WEIGHT_OPS}
     return choice()
 
 

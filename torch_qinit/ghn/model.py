@@ -13,13 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..graph.arch_graph import (
-    DISTANCE_VOCAB, NUM_SHAPE_FEATURES, OP_KINDS, SHAPE_VOCAB, ArchGraph,
+    DISTANCE_VOCAB, NUM_SHAPE_FEATURES, OP_KINDS, SHAPE_VOCAB, WEIGHT_OPS, ArchGraph,
 )
 from .bits import BITS_VOCAB, BitsSpec, node_bits
 from .config import GHNConfig
 from .decoder import BlockDecoder, shape_vector, shape_weight
 
-_WEIGHT_OPS = {"conv", "dw_conv", "group_conv", "linear"}
 _NORM_OPS = {"batch_norm", "layer_norm", "group_norm"}
 
 
@@ -53,7 +52,7 @@ def servable_targets(graph: ArchGraph, graph_index: int = 0) -> list[_Target]:
 
 
 def _kind(op: str, local: str, shape: tuple[int, ...]) -> str | None:
-    if op in _WEIGHT_OPS:
+    if op in WEIGHT_OPS:
         if local == "weight" and len(shape) in (2, 4):
             return "weight"
         if local == "bias" and len(shape) == 1:

@@ -22,6 +22,8 @@ OP_KINDS: tuple[str, ...] = (
 )
 OP_INDEX: dict[str, int] = {op: i for i, op in enumerate(OP_KINDS)}
 
+#: Ops with a conv/linear weight (what per-layer bit widths apply to).
+WEIGHT_OPS: frozenset[str] = frozenset({"conv", "dw_conv", "group_conv", "linear"})
 #: Ops whose parameters the GHN predicts.
 SERVABLE_OPS: frozenset[str] = frozenset(
     {"conv", "dw_conv", "group_conv", "linear", "batch_norm", "layer_norm", "group_norm"}
