@@ -11,24 +11,15 @@ from typing import Union
 import torch
 
 from ..graph.arch_graph import ArchGraph
+from ..quant.fake_quant import check_bits
 
 #: bits spec: None (float), an int for every layer, or {module qualname: bits or None}.
 BitsSpec = Union[None, int, Mapping[str, Union[int, None]]]
 BITS_VOCAB = 8  # float + 2..8
 
 
-def check_bits_value(b: object, what: str = "bits") -> None:
-    """Raise a clear error unless `b` is None or an int in 2..8."""
-    if b is None:
-        return
-    if isinstance(b, bool) or not isinstance(b, int):
-        raise TypeError(f"{what} must be an int in 2..8 or None, got {type(b).__name__} {b!r}")
-    if not 2 <= b <= 8:
-        raise ValueError(f"{what} must be an int in 2..8 or None (float), got {b}")
-
-
 def bits_index(b: int | None) -> int:
-    check_bits_value(b)
+    b = check_bits(b)
     return 0 if b is None else b - 1
 
 
@@ -50,9 +41,9 @@ def _per_node(graph: ArchGraph, spec: BitsSpec, what: str) -> torch.Tensor:
     if isinstance(spec, Mapping):
         values = list(spec.values())
         for name, b in spec.items():
-            check_bits_value(b, f"{what}[{name!r}]")
+            check_bits(b, f"{what}[{name!r}]")
         default = max(set(values), key=values.count, default=None) if values else None
         out = [bits_index(spec.get(n.name, default)) for n in graph.nodes]
         return torch.tensor(out, dtype=torch.long)
-    check_bits_value(spec, what)
+    check_bits(spec, what)
     return torch.full((graph.num_nodes,), bits_index(spec), dtype=torch.long)

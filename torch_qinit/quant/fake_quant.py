@@ -20,14 +20,17 @@ MIN_BITS = 2
 MAX_BITS = 8
 
 
-def check_bits(bits: int | None) -> int | None:
-    """Validate a bit-width: an int in 2..8, or None for float. Returns it as int/None."""
+def check_bits(bits: int | None, what: str = "bits") -> int | None:
+    """Validate a bit-width: an int in 2..8, or None for float. Returns it as int/None.
+
+    `what` names the value in the error message (e.g. "act_bits['conv1']").
+    """
     if bits is None:
         return None
     if isinstance(bits, bool) or not isinstance(bits, numbers.Integral):
-        raise TypeError(f"bits must be an int in {MIN_BITS}..{MAX_BITS} or None, got {type(bits).__name__} {bits!r}")
+        raise TypeError(f"{what} must be an int in {MIN_BITS}..{MAX_BITS} or None, got {type(bits).__name__} {bits!r}")
     if not MIN_BITS <= int(bits) <= MAX_BITS:
-        raise ValueError(f"bits must be an int in {MIN_BITS}..{MAX_BITS} or None, got {bits}")
+        raise ValueError(f"{what} must be an int in {MIN_BITS}..{MAX_BITS} or None, got {bits}")
     return int(bits)
 
 
