@@ -15,10 +15,10 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from .ghn.bits import check_bits_value
 from .graph import capture
 from .init import apply_classic_init, available_methods
-from .init.registry import classic_values
+from .init.registry import classic_values, owned_parameters
+from .quant.fake_quant import check_bits
 from .report import InitReport
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def initialize_(model: nn.Module, bits: Bits = 4, *, method: str = "ghn-qat",
         preds = ghn(graph, bits=ghn_bits, act_bits=ghn_act)
 
     # Decide every parameter's new value before writing any of them.
-    owned = _owned(model)
+    owned = [(name, p) for name, _, _, p in owned_parameters(model)]
     fallback_values = classic_values(model, FALLBACK_METHOD, generator)
     new_values: dict[int, torch.Tensor] = {}
     sources: dict[str, str] = {}
@@ -128,15 +128,6 @@ def initialize_(model: nn.Module, bits: Bits = 4, *, method: str = "ghn-qat",
     return report
 
 
-def _owned(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """(name, parameter) for every name a parameter has, tied names included."""
-    out = []
-    for mod_name, mod in model.named_modules(remove_duplicate=False):
-        for local, p in mod.named_parameters(recurse=False):
-            out.append((f"{mod_name}.{local}" if mod_name else local, p))
-    return out
-
-
 def _bits_per_layer(model: nn.Module, bits: Bits, what: str) -> dict[str, Any]:
     """Validate a bits spec and expand it to {weight-layer qualname: bits}."""
     layers = [n for n, m in model.named_modules() if isinstance(m, _WEIGHT_LAYERS)]
@@ -146,9 +137,9 @@ def _bits_per_layer(model: nn.Module, bits: Bits, what: str) -> dict[str, Any]:
         if unknown:
             raise ValueError(f"{what} names modules that {type(model).__name__} does not have: {unknown[:5]}")
         for name, b in bits.items():
-            check_bits_value(b, f"{what}[{name!r}]")
+            check_bits(b, f"{what}[{name!r}]")
         return {n: bits.get(n) for n in layers if n in bits}
-    check_bits_value(bits, what)
+    check_bits(bits, what)
     return {n: bits for n in layers}
 
 

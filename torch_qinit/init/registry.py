@@ -20,7 +20,8 @@ from .classic import (
     uniform_range_,
 )
 
-__all__ = ["INITIALIZERS", "get_initializer", "available_methods", "apply_classic_init", "classic_values"]
+__all__ = ["INITIALIZERS", "get_initializer", "available_methods", "apply_classic_init", "classic_values",
+           "owned_parameters"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def get_initializer(name: str) -> Callable:
     return INITIALIZERS[name]
 
 
-def _owned_params(model: nn.Module) -> list[tuple[str, nn.Module, str, nn.Parameter]]:
+def owned_parameters(model: nn.Module) -> list[tuple[str, nn.Module, str, nn.Parameter]]:
     """(full name, owning module, local name, param) for every parameter name, tied ones included."""
     out = []
     for mod_name, mod in model.named_modules(remove_duplicate=False):
@@ -92,7 +93,7 @@ def _rule_values(
     init_fn = INITIALIZERS[method]
     device = generator.device if generator is not None else torch.device("cpu")
     values: dict[int, tuple[Tensor | None, str]] = {}
-    for _, mod, local, p in _owned_params(model):
+    for _, mod, local, p in owned_parameters(model):
         if id(p) in values:
             continue  # tied parameter: initialized once
         if not p.dtype.is_floating_point:
@@ -122,9 +123,9 @@ def _default_values(
     clone = copy.deepcopy(model)
     pytorch_default_(clone, generator=generator)
     reset_owned = {id(m) for m in clone.modules() if callable(getattr(m, "reset_parameters", None))}
-    clone_params = {name: (mod, p) for name, mod, _, p in _owned_params(clone)}
+    clone_params = {name: (mod, p) for name, mod, _, p in owned_parameters(clone)}
     values: dict[int, tuple[Tensor | None, str]] = {}
-    for name, _, _, p in _owned_params(model):
+    for name, _, _, p in owned_parameters(model):
         if id(p) in values:
             continue
         cmod, cp = clone_params[name]
@@ -183,7 +184,7 @@ def apply_classic_init(
     if not isinstance(model, nn.Module):
         raise TypeError(f"apply_classic_init expects an nn.Module, got {type(model).__name__}")
     get_initializer(method)  # validates the name
-    params = _owned_params(model)
+    params = owned_parameters(model)
     if not params:
         raise ValueError(f"{type(model).__name__} has no parameters to initialize")
     lazy = [name for name, _, _, p in params if isinstance(p, nn.parameter.UninitializedParameter)]
