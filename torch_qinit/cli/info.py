@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -32,22 +31,14 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _checkpoint_lines(name: str, directory: Path) -> list[str]:
     """What a bundled checkpoint folder holds, read from its files (no GHN is built)."""
-    from torch_qinit.hub import CONFIG_NAME, WEIGHTS_NAME
+    from torch_qinit.hub import CONFIG_NAME, WEIGHTS_NAME, sha256_file
 
     weights, config = directory / WEIGHTS_NAME, directory / CONFIG_NAME
     if not weights.is_file():
         return [f"  {name:<8} MISSING: no {WEIGHTS_NAME} in {directory}"]
-    sha = _sha256(weights)
+    sha = sha256_file(weights)
     lines = [f"  {name:<8} {directory}", f"           {WEIGHTS_NAME}: {weights.stat().st_size / 2**20:.2f} MB, "
              f"sha256 {sha}"]
     cfg: dict[str, Any] = {}

@@ -13,6 +13,7 @@ from torch_qinit.hub._hub import (
     ghn_fingerprint,
     load_ghn,
     save_pretrained,
+    sha256_file,
 )
 
 __all__ = [
@@ -28,5 +29,6 @@ __all__ = [
     "default_model_card",
     "ghn_fingerprint",
     "load_ghn",
+    "sha256_file",
     "save_pretrained",
 ]

@@ -39,6 +39,7 @@ __all__ = [
     "save_pretrained",
     "load_ghn",
     "ghn_fingerprint",
+    "sha256_file",
     "default_model_card",
 ]
 
@@ -101,7 +102,8 @@ def bundled_checkpoint_dir(name: str = "default") -> Path:
 # --------------------------------------------------------------------------- saving
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """sha256 hex digest of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -206,7 +208,7 @@ def save_pretrained(ghn: torch.nn.Module, directory: str | os.PathLike[str], mod
     weights = directory / WEIGHTS_NAME
     state = _state_for_saving(ghn, dtype)
     save_file(state, str(weights), metadata={"format": "pt", "library": _LIBRARY, "version": _library_version()})
-    sha = _sha256_file(weights)
+    sha = sha256_file(weights)
     size = weights.stat().st_size
     if size > MAX_SHIPPED_BYTES:
         logger.warning("%s is %.1f MB, above the %d MB shipping limit; consider dtype=torch.float16",
