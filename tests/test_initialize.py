@@ -156,3 +156,25 @@ def test_corrupt_checkpoint_leaves_model_untouched(ghn_dir, tmp_path):
     with pytest.raises(OSError):
         torch_qinit.initialize_(model, weights=str(bad))
     _assert_untouched(model, before)
+
+
+class TiedToEmbedding(nn.Module):
+    """An unservable embedding sharing its weight with a servable linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 8)
+        self.out = nn.Linear(8, 10)
+        self.out.weight = self.emb.weight
+
+    def forward(self, idx):
+        return self.out(self.emb(idx).mean(1))
+
+
+def test_tied_weight_that_fell_back_is_reported_as_fallback_under_every_name(ghn_dir):
+    model = TiedToEmbedding()
+    report = torch_qinit.initialize_(model, bits=4, weights=ghn_dir)
+    assert model.out.weight is model.emb.weight
+    assert report.sources["out.bias"] == "ghn"
+    assert report.sources["emb.weight"] != "ghn" and report.sources["out.weight"] != "ghn"
+    assert {"emb.weight", "out.weight"} <= set(report.fallback)
