@@ -10,7 +10,8 @@ small, dependable QAT loop on top of :mod:`torch_qinit.quant`, used by the demo 
 
 Scheme: a fake-quantized copy of the model (weights per-channel symmetric, activations per-tensor
 affine over the batch range, straight-through estimator), BatchNorm kept unfolded and in training
-mode, trained with Adam at a constant learning rate.
+mode, trained with Adam (or SGD) at a constant learning rate for a number of steps or epochs.
+Non-finite steps are skipped; a run that ends in NaN is flagged (``QATResult.diverged``).
 """
 from __future__ import annotations
 
@@ -54,6 +55,8 @@ class QATResult:
         steps: optimizer steps requested.
         skipped_steps: steps skipped because the loss was not finite.
         seconds: wall-clock time of the training loop, evaluations included.
+        steps_run: optimizer steps actually run (< ``steps`` when `nan_patience` stopped the run).
+        diverged: the run ended in NaN: its last loss was not finite, or a trained parameter is.
     """
 
     model: nn.Module
@@ -62,6 +65,8 @@ class QATResult:
     steps: int = 0
     skipped_steps: int = 0
     seconds: float = 0.0
+    steps_run: int = 0
+    diverged: bool = False
 
     @property
     def final_metric(self) -> float | None:
@@ -102,6 +107,26 @@ def _split(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return batch[0], batch[1]
 
 
+def _epoch_steps(epochs: Any, loader: Iterable[Any]) -> int:
+    """Optimizer steps in `epochs` passes over `loader` (which must have a length)."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+    try:
+        n = len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        raise ValueError("epochs needs a train_loader with a length (len(loader)); give steps instead") from None
+    if n < 1:
+        raise ValueError("qat_finetune: train_loader has no batches")
+    return epochs * n
+
+
+def _all_finite(model: nn.Module) -> bool:
+    """True when every parameter and floating-point buffer of `model` is finite."""
+    with torch.no_grad():
+        tensors = itertools.chain(model.parameters(), (b for b in model.buffers() if b.is_floating_point()))
+        return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
 def _make_optimizer(name: str, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
     if name == "adam":
         return torch.optim.Adam(params, lr=lr)
@@ -113,7 +138,7 @@ def qat_finetune(
     bits: int | Mapping[str, int | None],
     train_loader: Iterable[Any],
     *,
-    steps: int,
+    steps: int | None = None,
     lr: float = 1e-3,
     act_bits: int | Mapping[str, int | None] | None = None,
     optimizer: str = "adam",
@@ -124,6 +149,8 @@ def qat_finetune(
     generator: torch.Generator | None = None,
     progress: bool = False,
     desc: str = "qat",
+    epochs: int | None = None,
+    nan_patience: int | None = None,
 ) -> QATResult:
     """Quantization-aware training of a fake-quantized copy of `model`; `model` itself is untouched.
 
@@ -131,15 +158,16 @@ def qat_finetune(
     BatchNorm stays (and trains, updating its running statistics), weights and activations are
     fake-quantized with a straight-through estimator, and activations use the current batch's
     range in training mode while an EMA of it is kept for evaluation.  The first layer's input
-    (the image) keeps at least 8 bits.  Training runs `steps` optimizer steps, cycling
-    `train_loader` as often as needed, with a constant learning rate.  A step whose loss is
-    not finite is skipped (and counted) instead of corrupting the weights.
+    (the image) keeps at least 8 bits.  Training runs `steps` optimizer steps (or `epochs`
+    passes over `train_loader`), cycling `train_loader` as often as needed, with a constant
+    learning rate.  A step whose loss is not finite is skipped (and counted) instead of
+    corrupting the weights; ``QATResult.diverged`` says whether the run ended in NaN.
 
     Args:
         model: the initialized float model (e.g. after ``initialize_``).
         bits: weight bits, an int in 2..8 or ``{layer qualname: bits}`` for mixed precision.
         train_loader: iterable of ``(x, y)`` batches; re-iterated when exhausted.
-        steps: number of optimizer steps (>= 1).
+        steps: number of optimizer steps (>= 1); give either `steps` or `epochs`.
         lr: learning rate; the default suits Adam.
         act_bits: activation bits, same forms as `bits`; None means the same as `bits`.
         optimizer: ``"adam"`` (default, see :data:`OPTIMIZERS` for why) or ``"sgd"``
@@ -155,6 +183,10 @@ def qat_finetune(
             reproducible and the caller's global RNG state is left as it was.
         progress: show a tqdm progress bar (on stderr).
         desc: the progress bar's label.
+        epochs: instead of `steps`, train ``epochs * len(train_loader)`` steps (the loader
+            needs a length).
+        nan_patience: stop early after this many consecutive non-finite losses (the run has
+            diverged; the remaining steps would only burn time); None never stops.
 
     Returns:
         A :class:`QATResult` holding the trained quantized model (in eval mode), the eval
@@ -172,8 +204,17 @@ def qat_finetune(
     _check_qat_bits(bits, "bits")
     if act_bits is not None:
         _check_qat_bits(act_bits, "act_bits")
+    if epochs is not None:
+        if steps is not None:
+            raise ValueError("give either steps or epochs, not both")
+        steps = _epoch_steps(epochs, train_loader)
+    if steps is None:
+        raise ValueError("qat_finetune needs steps (or epochs)")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if nan_patience is not None and (isinstance(nan_patience, bool) or not isinstance(nan_patience, int)
+                                     or nan_patience < 1):
+        raise ValueError(f"nan_patience must be an int >= 1 or None, got {nan_patience!r}")
     if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 0:
         raise ValueError(f"eval_every must be an int >= 0, got {eval_every!r}")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
@@ -214,6 +255,7 @@ def qat_finetune(
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
         batches = _cycle(train_loader)
         qmodel.train()
+        bad_run = 0  # consecutive non-finite losses
         try:
             for step in range(1, steps + 1):
                 x, y = _split(next(batches))
@@ -223,10 +265,14 @@ def qat_finetune(
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
+                    bad_run = 0
                 else:  # one bad batch (e.g. an overflow) must not turn every weight into NaN
                     result.skipped_steps += 1
+                    bad_run += 1
                 result.losses.append(value)
-                if eval_fn is not None and ((eval_every and step % eval_every == 0) or step == steps):
+                result.steps_run = step
+                stop = nan_patience is not None and bad_run >= nan_patience
+                if eval_fn is not None and ((eval_every and step % eval_every == 0) or step == steps or stop):
                     run_eval(step)
                 if bar is not None:
                     post = {"loss": f"{value:.3f}"}
@@ -234,10 +280,15 @@ def qat_finetune(
                         post["metric"] = f"{result.curve[-1][1]:.3f}"
                     bar.set_postfix(post, refresh=False)
                     bar.update(1)
+                if stop:
+                    logger.warning("qat_finetune: stopped at step %d of %d after %d consecutive non-finite "
+                                   "losses (diverged)", step, steps, bad_run)
+                    break
         finally:
             if bar is not None:
                 bar.close()
     result.seconds = time.perf_counter() - t0
+    result.diverged = not math.isfinite(result.losses[-1]) or not _all_finite(qmodel)
     if result.skipped_steps:
         warnings.warn(f"qat_finetune: skipped {result.skipped_steps} of {steps} steps with a non-finite loss",
                       stacklevel=2)
