@@ -1,19 +1,48 @@
+import math
+
 import pytest
 import torch
+from torch import nn
 
-from torch_qinit.space import BLOCK_TYPES, SPLIT_SIZES, SPLITS, build_arch, get_arch
+from torch_qinit.graph import capture
+from torch_qinit.space import (ACTIVATIONS, ALL_BLOCK_TYPES, BLOCK_TYPES, CLASSIC_NAMES, SPLIT_SIZES, SPLITS, ArchSpec,
+                               ClassicSpec, StageSpec, build_arch, classic_names, get_arch, make_block)
+
+_PARAM_LAYERS = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+_SHAPES = ((1, 28), (3, 32))
+
+
+def _train_specs(n: int) -> list[ArchSpec]:
+    return [get_arch("train", i) for i in range(n)]
+
+
+def _check_capture(model: nn.Module) -> None:
+    g = capture(model)
+    assert g.method == "fx"
+    served = {p for node in g.nodes if node.servable for p in node.param_names()}
+    need = {f"{mn}.{pn}" for mn, m in model.named_modules() if isinstance(m, _PARAM_LAYERS)
+            for pn, _ in m.named_parameters(recurse=False)}
+    assert need <= served, need - served
+
+
+def _fingerprint(model: nn.Module) -> tuple:
+    """Layer types and parameter shapes in order: equal fingerprints mean the same net."""
+    return tuple((type(m).__name__, tuple(tuple(p.shape) for p in m.parameters(recurse=False)))
+                 for m in model.modules() if not list(m.children()))
 
 
 def test_held_out_split_sizes_meet_the_floor():
     assert SPLIT_SIZES["test"] >= 50
     assert all(SPLIT_SIZES[s] >= 20 for s in ("wide", "deep", "nobn"))
+    assert SPLIT_SIZES["classic"] == len(CLASSIC_NAMES) >= 10
 
 
 @pytest.mark.parametrize("split", SPLITS)
 def test_architectures_are_reproducible(split):
     assert get_arch(split, 3) == get_arch(split, 3)
+    assert get_arch(split, 3, 3, 100) == get_arch(split, 3, 3, 100)
     a, b = build_arch(split, 3), build_arch(split, 3)
-    assert [n for n, _ in a.named_parameters()] == [n for n, _ in b.named_parameters()]
+    assert [(n, p.shape) for n, p in a.named_parameters()] == [(n, p.shape) for n, p in b.named_parameters()]
 
 
 def test_training_never_collides_with_held_out():
@@ -22,19 +51,125 @@ def test_training_never_collides_with_held_out():
     assert not held & train
 
 
+def test_training_never_draws_a_classic_net():
+    classic = [get_arch("classic", i) for i in range(SPLIT_SIZES["classic"])]
+    assert all(isinstance(c, ClassicSpec) for c in classic)
+    train = _train_specs(1000)
+    assert not any(isinstance(s, ClassicSpec) for s in train)
+    assert not {c.key() for c in classic} & {s.key() for s in train}
+    # Structurally too: no train net equals a classic net layer for layer (MLPs are the risky family).
+    with torch.device("meta"):
+        classic_fp = {_fingerprint(c.build()) for c in classic}
+        mlps = [s for s in train if s.family == "mlp"]
+        assert len(mlps) >= 20
+        for s in mlps + train[:60]:
+            assert _fingerprint(s.build()) not in classic_fp, s.describe()
+
+
 def test_splits_have_their_character():
-    assert all(not get_arch("nobn", i).use_bn and all(st.block not in ("conv_bn", "dws_bn")
-               for st in get_arch("nobn", i).stages) for i in range(20))
+    for i in range(20):
+        nobn = get_arch("nobn", i)
+        assert not nobn.use_bn and all(st.block not in ("conv_bn", "dws_bn") for st in nobn.stages)
+        assert not any(isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm))
+                       for m in nobn.build().modules())
     assert all(min(st.depth for st in get_arch("deep", i).stages) >= 3 for i in range(20))
     assert all(min(st.width for st in get_arch("wide", i).stages) >= 64 for i in range(20))
+    assert sum(max(st.width for st in get_arch("wide", i).stages) >= 256 for i in range(20)) >= 10
     used = {st.block for i in range(50) for st in get_arch("test", i).stages}
-    assert used == set(BLOCK_TYPES)
+    assert used == set(ALL_BLOCK_TYPES)
 
 
-def test_every_block_type_runs_forward():
-    x = torch.randn(2, 1, 28, 28)
-    for i in range(12):
-        assert build_arch("test", i)(x).shape == (2, 10)
+def test_train_space_covers_the_hand_written_features():
+    specs = _train_specs(300)
+    cnns = [s for s in specs if s.family == "cnn"]
+    stages = [st for s in cnns for st in s.stages]
+    share = lambda pred, xs: sum(map(pred, xs)) / len(xs)  # noqa: E731
+    assert {st.kernel for st in stages} | {s.stem_kernel for s in cnns} == {1, 3, 5, 7}
+    assert {st.block for st in stages} == set(ALL_BLOCK_TYPES)
+    assert {st.down for st in stages} == {"stride", "max", "avg"}
+    assert {s.act for s in specs} == set(ACTIVATIONS)
+    assert {s.head_pool for s in cnns} == {"avg", "max", "flatten"}
+    assert {len(s.head) for s in cnns} == {0, 1, 2}  # 1-3 Linear layers
+    assert share(lambda s: s.dropout > 0, cnns) > 0.05
+    assert share(lambda st: st.se, stages) > 0.05 and any(st.se_linear for st in stages)
+    assert 0.03 < share(lambda s: s.family == "mlp", specs) < 0.2
+    normed = [s for s in cnns if s.use_bn]
+    assert share(lambda s: s.norm == "gn", normed) > 0.1 and share(lambda s: s.norm == "ln", normed) > 0.05
+    assert share(lambda s: s.bias is True, normed) > 0.1       # conv bias kept next to a norm
+    assert share(lambda s: not s.use_bn, cnns) > 0.1
+    # Wide layers: a small share of archs, only at <= 8x8 (the CPU cost of GHN training).
+    wide = share(lambda s: max(st.width for st in s.stages) >= 256, cnns)
+    assert 0.03 < wide < 0.25
+    assert max(st.width for st in stages) == 512
+    for s in cnns:
+        res = s.resolution
+        for st in s.stages:
+            res = math.ceil(res / 2)
+            assert st.width <= (512 if res <= 8 else 64), s.describe()
+
+
+def test_built_train_nets_contain_the_new_modules():
+    found: set[str] = set()
+    for i in range(60):
+        for m in build_arch("train", i).modules():
+            if isinstance(m, nn.GroupNorm):
+                found.add("gn1" if m.num_groups == 1 else "gn")
+            elif isinstance(m, nn.Conv2d):
+                found.add(f"k{m.kernel_size[0]}")
+                found.add("strided" if m.stride[0] == 2 else "")
+            found.add(type(m).__name__)
+    assert {"gn", "gn1", "k1", "k3", "k5", "k7", "strided", "MaxPool2d", "AvgPool2d", "AdaptiveMaxPool2d",
+            "DenseBlock", "FireBlock", "SqueezeExcite", "Dropout", "BatchNorm2d"} <= found
+
+
+@pytest.mark.parametrize("split", ["train", "test", "wide", "deep", "nobn"])
+def test_sampled_nets_run_and_capture_on_both_inputs(split):
+    for cin, res in _SHAPES:
+        for i in range(6 if split == "train" else 3):
+            model = build_arch(split, i, cin, 7).eval()
+            with torch.no_grad():
+                assert model(torch.randn(2, cin, res, res)).shape == (2, 7)
+            _check_capture(model)
+
+
+def test_concat_and_se_are_visible_to_the_graph():
+    ops: set[str] = set()
+    for i in range(40):
+        ops |= {n.op for n in capture(build_arch("train", i)).nodes}
+    assert {"concat", "mul", "add", "group_norm", "max_pool", "avg_pool", "global_pool", "linear"} <= ops
+
+
+@pytest.mark.parametrize("name", CLASSIC_NAMES)
+def test_every_classic_net_runs_on_both_inputs(name):
+    index = CLASSIC_NAMES.index(name)
+    for cin, res in _SHAPES:
+        spec = get_arch("classic", index, cin, 10)
+        assert spec.name == name and spec.key().startswith("classic/")
+        model = spec.build()
+        model.train()  # BN in train mode needs a batch > 1
+        assert model(torch.randn(4, cin, res, res)).shape == (4, 10)
+        assert sum(p.numel() for p in model.parameters()) <= 3_500_000
+        _check_capture(model)
+
+
+def test_classic_split_lists_the_families():
+    names = classic_names()
+    assert names == CLASSIC_NAMES and len(set(names)) == len(names)
+    for family in ("lenet5", "alexnet", "vgg11", "vgg11_bn", "resnet18", "mobilenetv2", "densenet", "squeezenet"):
+        assert family in names
+    assert sum(n.startswith("mlp") for n in names) >= 3
+    assert get_arch("classic", names.index("vgg11_bn")).use_bn and not get_arch("classic", names.index("vgg11")).use_bn
+
+
+def test_default_archspec_is_the_original_space():
+    """benchmarks/init_study builds ArchSpec(16, stages, act, use_bn, ...) positionally: same net as before."""
+    spec = ArchSpec(16, tuple(StageSpec(b, w, 1, 3) for b, w in (("conv_bn", 16), ("residual", 32))), "relu", True)
+    names = [n for n, _ in spec.build().named_parameters()]
+    assert names[:3] == ["stem.0.weight", "stem.1.weight", "stem.1.bias"]
+    assert names[-2:] == ["classifier.weight", "classifier.bias"]
+    assert isinstance(spec.build().classifier, nn.Linear)
+    for kind in BLOCK_TYPES:
+        assert make_block(kind, 8, 16, 3, 2, "relu", True)(torch.randn(2, 8, 8, 8)).shape == (2, 16, 4, 4)
 
 
 def test_bad_split_and_index():
@@ -42,3 +177,5 @@ def test_bad_split_and_index():
         get_arch("val", 0)
     with pytest.raises(IndexError):
         get_arch("test", SPLIT_SIZES["test"])
+    with pytest.raises(IndexError):
+        get_arch("classic", SPLIT_SIZES["classic"])

@@ -1,6 +1,10 @@
-"""The architecture design space: a seeded sampler of small CNNs with held-out splits."""
-from .blocks import ACTIVATIONS, BLOCK_TYPES, make_block
-from .sampler import SPLIT_SIZES, SPLITS, ArchSpec, SpaceNet, StageSpec, build_arch, get_arch
+"""The architecture design space: a seeded sampler of small CNNs and MLPs with held-out splits,
+plus a held-out split of hand-written classic families."""
+from .blocks import ACTIVATIONS, ALL_BLOCK_TYPES, BLOCK_TYPES, EXTRA_BLOCK_TYPES, NORMS, make_block
+from .classic import CLASSIC_NAMES, ClassicSpec, classic_names
+from .sampler import (HELD_OUT_SAMPLED, SPLIT_SIZES, SPLITS, ArchSpec, SpaceNet, StageSpec, build_arch,
+                      default_image_size, get_arch)
 
-__all__ = ["ACTIVATIONS", "BLOCK_TYPES", "SPLITS", "SPLIT_SIZES", "ArchSpec", "SpaceNet", "StageSpec",
-           "build_arch", "get_arch", "make_block"]
+__all__ = ["ACTIVATIONS", "ALL_BLOCK_TYPES", "BLOCK_TYPES", "CLASSIC_NAMES", "EXTRA_BLOCK_TYPES", "HELD_OUT_SAMPLED",
+           "NORMS", "SPLITS", "SPLIT_SIZES", "ArchSpec", "ClassicSpec", "SpaceNet", "StageSpec", "build_arch",
+           "classic_names", "default_image_size", "get_arch", "make_block"]

@@ -1,22 +1,76 @@
-"""Building blocks of the design space (the paper's block study set)."""
+"""Building blocks of the design space (the paper's block study set, plus what people write by hand).
+
+Every block is made of standard ``torch.nn`` modules joined by ``+``, ``*`` and
+``torch.cat`` only, so `torch.fx` traces it and the GHN sees every parameter.
+"""
 from __future__ import annotations
 
+import torch
 from torch import nn
 
-#: Block types of the design space.  "_bn" variants carry BatchNorm.
+__all__ = [
+    "ACTIVATIONS", "BLOCK_TYPES", "EXTRA_BLOCK_TYPES", "ALL_BLOCK_TYPES", "NORMS",
+    "BasicResidual", "DenseBlock", "DepthwiseSeparable", "FireBlock", "InvertedBottleneck", "SqueezeExcite",
+    "conv_unit", "make_block", "make_norm", "make_norm1d",
+]
+
+#: The six block types of the paper's study.  "_bn" variants carry a norm layer.
 BLOCK_TYPES: tuple[str, ...] = ("conv", "conv_bn", "dws", "dws_bn", "residual", "inverted")
-ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish}
+#: Concatenating blocks the training space adds (dense-block and SqueezeNet fire style).
+EXTRA_BLOCK_TYPES: tuple[str, ...] = ("dense", "fire")
+ALL_BLOCK_TYPES: tuple[str, ...] = BLOCK_TYPES + EXTRA_BLOCK_TYPES
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish, "gelu": nn.GELU,
+    "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh,
+}
+#: Normalization kinds: BatchNorm, GroupNorm with several groups, and GroupNorm(1, C) (LayerNorm over C×H×W).
+NORMS: tuple[str, ...] = ("bn", "gn", "ln")
 
 
-def _norm(channels: int, use_bn: bool) -> nn.Module:
-    return nn.BatchNorm2d(channels) if use_bn else nn.Identity()
+def _gn_groups(channels: int) -> int:
+    # The largest of 8/4/2 groups that divides C and leaves >= 2 channels per group.
+    for g in (8, 4, 2):
+        if channels % g == 0 and channels // g >= 2:
+            return g
+    return 1
 
 
-def conv_unit(cin: int, cout: int, kernel: int, stride: int, act: str, use_bn: bool, groups: int = 1) -> nn.Sequential:
-    """conv → (BN) → activation; bias only without BN (BN makes it redundant)."""
+def make_norm(channels: int, use_norm: bool, norm: str = "bn") -> nn.Module:
+    """A 2-d norm layer of kind `norm` (see NORMS), or Identity when `use_norm` is false."""
+    if not use_norm:
+        return nn.Identity()
+    if norm == "bn":
+        return nn.BatchNorm2d(channels)
+    if norm == "gn":
+        return nn.GroupNorm(_gn_groups(channels), channels)
+    if norm == "ln":
+        return nn.GroupNorm(1, channels)
+    raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
+
+
+def make_norm1d(features: int, norm: str) -> nn.Module:
+    """A norm layer for [B, F] features (MLPs): BatchNorm1d, GroupNorm or LayerNorm."""
+    if norm == "bn":
+        return nn.BatchNorm1d(features)
+    if norm == "gn":
+        return nn.GroupNorm(_gn_groups(features), features)
+    if norm == "ln":
+        return nn.LayerNorm(features)
+    raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
+
+
+def _bias(use_norm: bool, bias: bool | None) -> bool:
+    # Default: bias only where no norm follows (a norm makes it redundant); True keeps it anyway,
+    # as nn.Conv2d's default does in much hand-written code.
+    return (not use_norm) if bias is None else bias
+
+
+def conv_unit(cin: int, cout: int, kernel: int, stride: int, act: str, use_bn: bool, groups: int = 1, *,
+              norm: str = "bn", bias: bool | None = None) -> nn.Sequential:
+    """conv → (norm) → activation."""
     return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=not use_bn),
-        _norm(cout, use_bn),
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=_bias(use_bn, bias)),
+        make_norm(cout, use_bn, norm),
         ACTIVATIONS[act](),
     )
 
@@ -24,29 +78,32 @@ def conv_unit(cin: int, cout: int, kernel: int, stride: int, act: str, use_bn: b
 class DepthwiseSeparable(nn.Sequential):
     """Depthwise k×k conv then pointwise 1×1 conv (MobileNet-v1 block)."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, act: str, use_bn: bool) -> None:
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, act: str, use_bn: bool, *,
+                 norm: str = "bn", bias: bool | None = None) -> None:
         super().__init__(
-            conv_unit(cin, cin, kernel, stride, act, use_bn, groups=cin),
-            conv_unit(cin, cout, 1, 1, act, use_bn),
+            conv_unit(cin, cin, kernel, stride, act, use_bn, groups=cin, norm=norm, bias=bias),
+            conv_unit(cin, cout, 1, 1, act, use_bn, norm=norm, bias=bias),
         )
 
 
 class BasicResidual(nn.Module):
     """ResNet basic block: two k×k convs and a (projected) skip connection."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, act: str, use_bn: bool) -> None:
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, act: str, use_bn: bool, *,
+                 norm: str = "bn", bias: bool | None = None) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=not use_bn)
-        self.bn1 = _norm(cout, use_bn)
+        b = _bias(use_bn, bias)
+        self.conv1 = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=b)
+        self.bn1 = make_norm(cout, use_bn, norm)
         self.act1 = ACTIVATIONS[act]()
-        self.conv2 = nn.Conv2d(cout, cout, kernel, 1, kernel // 2, bias=not use_bn)
-        self.bn2 = _norm(cout, use_bn)
+        self.conv2 = nn.Conv2d(cout, cout, kernel, 1, kernel // 2, bias=b)
+        self.bn2 = make_norm(cout, use_bn, norm)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=not use_bn), _norm(cout, use_bn))
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=b), make_norm(cout, use_bn, norm))
         self.act2 = ACTIVATIONS[act]()
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
         return self.act2(y + self.shortcut(x))
 
@@ -54,27 +111,112 @@ class BasicResidual(nn.Module):
 class InvertedBottleneck(nn.Module):
     """MobileNet-v2 block: 1×1 expand → depthwise k×k → 1×1 linear project, skip when shapes match."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, act: str, use_bn: bool, expand: int = 3) -> None:
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, act: str, use_bn: bool, expand: int = 3, *,
+                 norm: str = "bn", bias: bool | None = None) -> None:
         super().__init__()
         mid = cin * expand
-        self.expand = conv_unit(cin, mid, 1, 1, act, use_bn)
-        self.depthwise = conv_unit(mid, mid, kernel, stride, act, use_bn, groups=mid)
-        self.project = nn.Sequential(nn.Conv2d(mid, cout, 1, bias=not use_bn), _norm(cout, use_bn))
+        self.expand = conv_unit(cin, mid, 1, 1, act, use_bn, norm=norm, bias=bias)
+        self.depthwise = conv_unit(mid, mid, kernel, stride, act, use_bn, groups=mid, norm=norm, bias=bias)
+        self.project = nn.Sequential(nn.Conv2d(mid, cout, 1, bias=_bias(use_bn, bias)), make_norm(cout, use_bn, norm))
         self.use_skip = stride == 1 and cin == cout
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.project(self.depthwise(self.expand(x)))
         return x + y if self.use_skip else y
 
 
-def make_block(kind: str, cin: int, cout: int, kernel: int, stride: int, act: str, use_bn: bool) -> nn.Module:
-    """One block of `kind` (see BLOCK_TYPES); `use_bn` only matters for residual/inverted."""
+class DenseBlock(nn.Module):
+    """Dense-block style: each unit's output is concatenated to its input, then a 1×1 transition to `cout`.
+
+    With stride 2 the transition ends in a 2×2 average pool (as in DenseNet); ``ceil_mode`` makes the
+    output size ceil(H/2), like a padded stride-2 conv.
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, act: str, use_bn: bool, *,
+                 norm: str = "bn", bias: bool | None = None, layers: int = 2, growth: int | None = None) -> None:
+        super().__init__()
+        growth = growth or max(4, cout // 4)
+        units, c = [], cin
+        for _ in range(layers):
+            units.append(conv_unit(c, growth, kernel, 1, act, use_bn, norm=norm, bias=bias))
+            c += growth
+        self.units = nn.ModuleList(units)
+        self.transition = conv_unit(c, cout, 1, 1, act, use_bn, norm=norm, bias=bias)
+        self.pool: nn.Module = nn.AvgPool2d(2, ceil_mode=True) if stride != 1 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for unit in self.units:
+            x = torch.cat([x, unit(x)], 1)
+        return self.pool(self.transition(x))
+
+
+class FireBlock(nn.Module):
+    """SqueezeNet fire module: 1×1 squeeze, then 1×1 and k×k expand branches concatenated.
+
+    With stride 2 a 3×3 max pool (stride 2, padding 1) comes first.
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, act: str, use_bn: bool, *,
+                 norm: str = "bn", bias: bool | None = None, squeeze: int | None = None) -> None:
+        super().__init__()
+        squeeze = squeeze or max(4, cout // 8)
+        e1 = cout // 2
+        self.pool: nn.Module = nn.MaxPool2d(3, 2, 1) if stride != 1 else nn.Identity()
+        self.squeeze = conv_unit(cin, squeeze, 1, 1, act, use_bn, norm=norm, bias=bias)
+        self.expand1 = conv_unit(squeeze, e1, 1, 1, act, use_bn, norm=norm, bias=bias)
+        self.expand3 = conv_unit(squeeze, cout - e1, kernel, 1, act, use_bn, norm=norm, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.squeeze(self.pool(x))
+        return torch.cat([self.expand1(z), self.expand3(z)], 1)
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-excite: global pool → reduce → act → expand → sigmoid → scale the input channels.
+
+    `linear` picks Linear layers on flattened features instead of 1×1 convs (both are common).
+    """
+
+    def __init__(self, channels: int, act: str, reduction: int = 4, linear: bool = False) -> None:
+        super().__init__()
+        mid = max(4, channels // reduction)
+        self.linear = linear
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        layer = nn.Linear if linear else (lambda i, o: nn.Conv2d(i, o, 1))
+        self.fc1 = layer(channels, mid)
+        self.act = ACTIVATIONS[act]()
+        self.fc2 = layer(mid, channels)
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.pool(x)
+        if self.linear:
+            s = torch.flatten(s, 1)
+        s = self.gate(self.fc2(self.act(self.fc1(s))))
+        if self.linear:
+            s = s[:, :, None, None]
+        return x * s
+
+
+def make_block(kind: str, cin: int, cout: int, kernel: int, stride: int, act: str, use_bn: bool, *,
+               norm: str = "bn", bias: bool | None = None) -> nn.Module:
+    """One block of `kind` (see ALL_BLOCK_TYPES).
+
+    `use_bn` only matters for residual/inverted/dense/fire ("_bn" kinds always normalize, the plain
+    conv/dws kinds never do); `norm` picks the norm kind, `bias` the conv bias policy (None: only
+    without a norm).
+    """
+    kw = {"norm": norm, "bias": bias}
     if kind in ("conv", "conv_bn"):
-        return conv_unit(cin, cout, kernel, stride, act, kind == "conv_bn")
+        return conv_unit(cin, cout, kernel, stride, act, kind == "conv_bn", **kw)
     if kind in ("dws", "dws_bn"):
-        return DepthwiseSeparable(cin, cout, kernel, stride, act, kind == "dws_bn")
+        return DepthwiseSeparable(cin, cout, kernel, stride, act, kind == "dws_bn", **kw)
     if kind == "residual":
-        return BasicResidual(cin, cout, kernel, stride, act, use_bn)
+        return BasicResidual(cin, cout, kernel, stride, act, use_bn, **kw)
     if kind == "inverted":
-        return InvertedBottleneck(cin, cout, kernel, stride, act, use_bn)
-    raise ValueError(f"unknown block type {kind!r}; expected one of {BLOCK_TYPES}")
+        return InvertedBottleneck(cin, cout, kernel, stride, act, use_bn, **kw)
+    if kind == "dense":
+        return DenseBlock(cin, cout, kernel, stride, act, use_bn, **kw)
+    if kind == "fire":
+        return FireBlock(cin, cout, kernel, stride, act, use_bn, **kw)
+    raise ValueError(f"unknown block type {kind!r}; expected one of {ALL_BLOCK_TYPES}")

@@ -1,45 +1,98 @@
-"""A seeded sampler of small VGG-like CNNs, with fixed held-out splits.
+"""A seeded sampler of small CNNs and MLPs, with fixed held-out splits.
 
-Every architecture is a pure function of (split, index), so benchmarks and
-training agree on what is held out without storing any list.
+Every architecture is a pure function of (split, index, in_channels, num_classes),
+so benchmarks and training agree on what is held out without storing any list.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from typing import Sequence, Union
 
 import torch
 from torch import nn
 
-from .blocks import ACTIVATIONS, BLOCK_TYPES, make_block
+from .blocks import ACTIVATIONS, ALL_BLOCK_TYPES, SqueezeExcite, make_block, make_norm1d
+from .classic import CLASSIC_NAMES, ClassicSpec, classic_mlp_signatures, get_classic
 
-#: Held-out splits and their sizes; "train" is unbounded.
-SPLIT_SIZES: dict[str, int] = {"test": 50, "wide": 20, "deep": 20, "nobn": 20}
+__all__ = ["SPLITS", "SPLIT_SIZES", "HELD_OUT_SAMPLED", "ArchSpec", "SpaceNet", "StageSpec", "build_arch",
+           "default_image_size", "get_arch"]
+
+#: Held-out splits and their sizes; "train" is unbounded.  "classic" is the hand-written families.
+SPLIT_SIZES: dict[str, int] = {"test": 50, "wide": 20, "deep": 20, "nobn": 20, "classic": len(CLASSIC_NAMES)}
 SPLITS: tuple[str, ...] = ("train", *SPLIT_SIZES)
-_BN_TYPES = {"conv_bn", "dws_bn"}
+#: Held-out splits drawn by the sampler (the classic split is a separate spec type).
+HELD_OUT_SAMPLED: tuple[str, ...] = ("test", "wide", "deep", "nobn")
+_NORMED_BLOCKS = {"conv_bn", "dws_bn"}
 _NOBN_OF = {"conv_bn": "conv", "dws_bn": "dws"}
+#: Channel ladder.  Widths >= 256 are drawn only by a small share of archs, at <= 7x7 (see `_sample`).
+_WIDTHS: tuple[int, ...] = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+#: Flatten heads only when the flattened features stay this small (keeps the first Linear cheap).
+_MAX_FLATTEN = 4096
+
+
+def default_image_size(in_channels: int) -> int:
+    """The input side the space assumes: 28 for 1 channel (Fashion-MNIST), else 32 (CIFAR-10)."""
+    return 28 if in_channels == 1 else 32
 
 
 @dataclass(frozen=True)
 class StageSpec:
+    """A stage: `depth` blocks of `block`; the first one halves the resolution (how: `down`)."""
+
     block: str
     width: int
     depth: int
     kernel: int
+    down: str = "stride"   # "stride" (strided first block), "max" or "avg" (2x2 pool before the stage)
+    se: bool = False       # squeeze-excite after every block
+    se_linear: bool = False
 
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """A point of the design space; `build()` makes the nn.Module."""
+    """A point of the design space; `build()` makes the nn.Module.
+
+    The first six fields are the original space; the defaults of the rest reproduce it exactly
+    (stem 3x3 conv, global average pool, one Linear).
+    """
 
     stem_width: int
     stages: tuple[StageSpec, ...]
     act: str
-    use_bn: bool          # BN in the stem and in residual/inverted blocks
+    use_bn: bool          # norm in the stem and in residual/inverted/dense/fire blocks (and MLP layers)
     in_channels: int = 1
     num_classes: int = 10
+    family: str = "cnn"   # "cnn" or "mlp" (flatten → Linear stack; `head` holds its hidden widths)
+    norm: str = "bn"      # norm kind wherever a norm is used: "bn", "gn" (GroupNorm), "ln" (GroupNorm(1,C)/LayerNorm)
+    bias: bool | None = None  # None: conv/linear bias only without a norm; True: always
+    stem_kernel: int = 3
+    head_pool: str = "avg"    # "avg"/"max" (global pool) or "flatten"
+    head: tuple[int, ...] = ()  # hidden widths of the classifier: 1 + len(head) Linear layers
+    dropout: float = 0.0
+    image_size: int = 0       # 0: default_image_size(in_channels)
+
+    @property
+    def name(self) -> str:
+        """A short readable description (for logs and benchmark tables)."""
+        return self.describe()
+
+    @property
+    def resolution(self) -> int:
+        return self.image_size or default_image_size(self.in_channels)
+
+    def describe(self) -> str:
+        """e.g. ``stem16k3 conv_bn32x2k3/max dws64x1k5+se | relu bn | avg fc128``."""
+        norm = self.norm if self.use_bn or any(s.block in _NORMED_BLOCKS for s in self.stages) else "nonorm"
+        head = "".join(f" fc{h}" for h in self.head) + (f" do{self.dropout:g}" if self.dropout else "")
+        if self.family == "mlp":
+            return f"mlp{head} | {self.act} {norm if self.use_bn else 'nonorm'}"
+        stages = " ".join(f"{s.block}{s.width}x{s.depth}k{s.kernel}{'' if s.down == 'stride' else '/' + s.down}"
+                          f"{'+se' if s.se else ''}" for s in self.stages)
+        return f"stem{self.stem_width}k{self.stem_kernel} {stages} | {self.act} {norm} | {self.head_pool}{head}"
 
     def key(self) -> str:
         """Canonical identity, used to keep training and held-out splits disjoint."""
@@ -51,45 +104,151 @@ class ArchSpec:
 
 
 class SpaceNet(nn.Module):
-    """stem conv (stride 1) → stages (each starts with stride 2) → global pool → linear."""
+    """CNN: stem conv (stride 1) → stages (each halves the resolution) → pool/flatten → Linear head.
+    MLP: flatten → [Linear → (norm) → act → (dropout)]* → Linear."""
 
     def __init__(self, spec: ArchSpec) -> None:
         super().__init__()
         self.spec = spec
+        kw = {"norm": spec.norm, "bias": spec.bias}
+        if spec.family == "mlp":
+            self.flatten = nn.Flatten()
+            self.classifier = _mlp(spec.in_channels * spec.resolution ** 2, spec, norm=spec.use_bn)
+            return
         stem_kind = "conv_bn" if spec.use_bn else "conv"
-        self.stem = make_block(stem_kind, spec.in_channels, spec.stem_width, 3, 1, spec.act, spec.use_bn)
-        blocks, cin = [], spec.stem_width
+        self.stem = make_block(stem_kind, spec.in_channels, spec.stem_width, spec.stem_kernel, 1, spec.act,
+                               spec.use_bn, **kw)
+        blocks: list[nn.Module] = []
+        cin, res = spec.stem_width, spec.resolution
         for stage in spec.stages:
+            if stage.down != "stride":
+                # ceil_mode: same output size as a padded stride-2 conv, so all three downsamplings agree
+                pool = nn.MaxPool2d if stage.down == "max" else nn.AvgPool2d
+                blocks.append(pool(2, 2, ceil_mode=True))
             for i in range(stage.depth):
-                stride = 2 if i == 0 else 1
-                blocks.append(make_block(stage.block, cin, stage.width, stage.kernel, stride, spec.act, spec.use_bn))
+                stride = 2 if i == 0 and stage.down == "stride" else 1
+                blocks.append(make_block(stage.block, cin, stage.width, stage.kernel, stride, spec.act, spec.use_bn,
+                                         **kw))
+                if stage.se:
+                    blocks.append(SqueezeExcite(stage.width, spec.act, linear=stage.se_linear))
                 cin = stage.width
+            res = math.ceil(res / 2)
         self.features = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(cin, spec.num_classes)
+        if spec.head_pool == "flatten":
+            self.pool: nn.Module = nn.Identity()
+            features = cin * res * res
+        else:
+            self.pool = nn.AdaptiveAvgPool2d(1) if spec.head_pool == "avg" else nn.AdaptiveMaxPool2d(1)
+            features = cin
+        # The original space's single Linear keeps its name and type (benchmarks index it).
+        self.classifier = nn.Linear(features, spec.num_classes) if not spec.head else _mlp(features, spec, norm=False)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spec.family == "mlp":
+            return self.classifier(self.flatten(x))
         x = self.pool(self.features(self.stem(x)))
         return self.classifier(torch.flatten(x, 1))
 
 
+def _mlp(features: int, spec: ArchSpec, norm: bool) -> nn.Sequential:
+    """Linear stack with hidden widths `spec.head`; a head after conv features carries no norm."""
+    layers: list[nn.Module] = []
+    for h in spec.head:
+        layers.append(nn.Linear(features, h, bias=(not norm) if spec.bias is None else spec.bias))
+        if norm:
+            layers.append(make_norm1d(h, spec.norm))
+        layers.append(ACTIVATIONS[spec.act]())
+        if spec.dropout:
+            layers.append(nn.Dropout(spec.dropout))
+        features = h
+    layers.append(nn.Linear(features, spec.num_classes))
+    return nn.Sequential(*layers)
+
+
+# --------------------------------------------------------------------------- sampling
+
+def _pick(rng: random.Random, options: Sequence, weights: Sequence[float]):
+    return rng.choices(options, weights)[0]
+
+
+_ACT_W = {"relu": 0.3, "relu6": 0.1, "hardswish": 0.1, "gelu": 0.13, "silu": 0.13, "leaky_relu": 0.12, "tanh": 0.05}
+_BLOCK_W = {"conv": 0.13, "conv_bn": 0.13, "dws": 0.11, "dws_bn": 0.11, "residual": 0.15, "inverted": 0.13,
+            "dense": 0.12, "fire": 0.12}
+assert set(_ACT_W) == set(ACTIVATIONS) and set(_BLOCK_W) == set(ALL_BLOCK_TYPES)
+
+
+def _head(rng: random.Random, wide: bool) -> tuple[tuple[int, ...], float]:
+    n = _pick(rng, (0, 1, 2), (0.5, 0.33, 0.17))
+    widths = (64, 128, 256, 512)
+    w = (0.15, 0.3, 0.3, 0.25) if wide else (0.35, 0.35, 0.2, 0.1)
+    head: list[int] = []
+    for _ in range(n):
+        h = _pick(rng, widths, w)
+        head.append(min(h, head[-1]) if head else h)  # hidden widths do not grow
+    dropout = _pick(rng, (0.0, 0.2, 0.5), (0.6, 0.2, 0.2)) if head else 0.0
+    return tuple(head), dropout
+
+
+def _sample_mlp(rng: random.Random, split: str, in_channels: int, num_classes: int) -> ArchSpec:
+    depth = _pick(rng, (1, 2, 3, 4), (0.3, 0.35, 0.25, 0.1))
+    widths, w = (64, 128, 256, 512), (0.2, 0.3, 0.3, 0.2)
+    head: list[int] = []
+    for _ in range(depth):
+        h = _pick(rng, widths, w)
+        head.append(min(h, head[-1]) if head and rng.random() < 0.7 else h)
+    use_bn = split != "nobn" and rng.random() < 0.5
+    norm = _pick(rng, ("bn", "ln", "gn"), (0.45, 0.45, 0.1)) if use_bn else "bn"
+    dropout = _pick(rng, (0.0, 0.2, 0.5), (0.6, 0.25, 0.15))
+    bias = True if use_bn and rng.random() < 0.5 else None
+    return ArchSpec(0, (), _pick(rng, tuple(_ACT_W), tuple(_ACT_W.values())), use_bn, in_channels, num_classes,
+                    family="mlp", norm=norm, bias=bias, stem_kernel=0, head_pool="flatten", head=tuple(head),
+                    dropout=dropout)
+
+
 def _sample(rng: random.Random, split: str, in_channels: int, num_classes: int) -> ArchSpec:
-    widths = (8, 16, 24, 32, 48, 64)
-    if split == "wide":
-        widths = (64, 96, 128)
-    n_stages = rng.choice((2, 3))
-    depth_range = (3, 4) if split == "deep" else (1, 2)
-    use_bn = split != "nobn" and rng.random() < 0.75
-    stages, width_idx = [], rng.randrange(0, 3) if split != "wide" else 0
-    for _ in range(n_stages):
-        block = rng.choice(BLOCK_TYPES)
-        if split == "nobn":
+    """One draw of `split`'s family ("test" is the training distribution)."""
+    if split in ("test", "nobn") and rng.random() < 0.08:
+        return _sample_mlp(rng, split, in_channels, num_classes)
+    wide_split, deep_split, nobn = split == "wide", split == "deep", split == "nobn"
+    res = default_image_size(in_channels)
+    # A small share of archs may reach 256-512 channels, only at <= 7x7 (the cost is width^2 * H * W).
+    wide_tail = wide_split or (not deep_split and rng.random() < 0.12)
+    n_stages = _pick(rng, (2, 3, 4), (0.45, 0.45, 0.1))
+    depth_range = (3, 4) if deep_split else (1, 2)
+    use_bn = not nobn and rng.random() < 0.75
+    norm = _pick(rng, ("bn", "gn", "ln"), (0.6, 0.25, 0.15))
+    bias = True if rng.random() < 0.3 else None
+    width_idx = rng.randrange(5, 7) if wide_split else rng.randrange(0, 3)
+    blocks, bw = tuple(_BLOCK_W), tuple(_BLOCK_W.values())
+    stages = []
+    for s in range(n_stages):
+        res = math.ceil(res / 2)
+        block = _pick(rng, blocks, bw)
+        if nobn:
             block = _NOBN_OF.get(block, block)
-        width = widths[min(width_idx, len(widths) - 1)]
-        stages.append(StageSpec(block, width, rng.randint(*depth_range), rng.choice((3, 5))))
-        width_idx += rng.choice((1, 1, 2))
-    stem_width = rng.choice((8, 16)) if split != "wide" else 32
-    return ArchSpec(stem_width, tuple(stages), rng.choice(tuple(ACTIVATIONS)), use_bn, in_channels, num_classes)
+        cap = len(_WIDTHS) - 1 if wide_tail and res <= 8 else _WIDTHS.index(128 if res <= 8 else 64)
+        width = _WIDTHS[min(width_idx, cap)]
+        if wide_tail and s == n_stages - 1 and res <= 8:
+            width = _pick(rng, (256, 384, 512), (0.5, 0.3, 0.2))  # the sparse wide tail: last stage only
+        kernel = _pick(rng, (1, 3), (0.2, 0.8)) if width >= 256 else _pick(rng, (1, 3, 5, 7), (0.1, 0.55, 0.2, 0.15))
+        depth = rng.randint(*depth_range)
+        if width >= 256 and not deep_split:
+            depth = 1
+        down = _pick(rng, ("stride", "max", "avg"), (0.5, 0.33, 0.17))
+        se = rng.random() < 0.15
+        stages.append(StageSpec(block, width, depth, kernel, down, se, se and rng.random() < 0.5))
+        width_idx += _pick(rng, (1, 2, 3), (0.45, 0.35, 0.2)) if wide_tail else rng.choice((1, 1, 2))
+    stem_width = 32 if wide_split else rng.choice((8, 16, 24, 32))
+    stem_kernel = _pick(rng, (3, 5, 7), (0.65, 0.2, 0.15))
+    head_pool = _pick(rng, ("avg", "max", "flatten"), (0.55, 0.15, 0.3))
+    if head_pool == "flatten" and stages[-1].width * res * res > _MAX_FLATTEN:
+        head_pool = "avg"
+    head, dropout = _head(rng, wide_split)
+    act = _pick(rng, tuple(_ACT_W), tuple(_ACT_W.values()))
+    if not use_bn and not any(st.block in _NORMED_BLOCKS for st in stages):
+        norm = "bn"  # no norm layer anywhere: canonical value, so equal nets get equal keys
+    return ArchSpec(stem_width, tuple(stages), act, use_bn, in_channels, num_classes, norm=norm, bias=bias,
+                    stem_kernel=stem_kernel, head_pool=head_pool, head=head, dropout=dropout)
 
 
 def _rng(split: str, index: int) -> random.Random:
@@ -100,26 +259,36 @@ def _rng(split: str, index: int) -> random.Random:
 @lru_cache(maxsize=None)
 def _held_out_keys(in_channels: int, num_classes: int) -> frozenset[str]:
     return frozenset(
-        _sample(_rng(s, i), s, in_channels, num_classes).key() for s, n in SPLIT_SIZES.items() for i in range(n)
+        _sample(_rng(s, i), s, in_channels, num_classes).key() for s in HELD_OUT_SAMPLED for i in range(SPLIT_SIZES[s])
     )
 
 
-def get_arch(split: str, index: int, in_channels: int = 1, num_classes: int = 10) -> ArchSpec:
-    """The architecture `index` of `split` ("train", "test", "wide", "deep", "nobn").
+def _is_classic_like(spec: ArchSpec) -> bool:
+    # MLPs are the one family where a draw can equal a classic net layer for layer.
+    if spec.family != "mlp":
+        return False
+    sig = (spec.head, spec.act, spec.norm if spec.use_bn else None, spec.dropout)
+    return sig in classic_mlp_signatures()
 
-    Training architectures that coincide with a held-out one are re-drawn, so
-    the splits never collide.
+
+def get_arch(split: str, index: int, in_channels: int = 1, num_classes: int = 10) -> Union[ArchSpec, ClassicSpec]:
+    """The architecture `index` of `split` ("train", "test", "wide", "deep", "nobn", "classic").
+
+    Training architectures that coincide with a held-out one are re-drawn, so the splits never
+    collide; "classic" returns a `ClassicSpec` (hand-written families), a type training never draws.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     if index < 0 or (split in SPLIT_SIZES and index >= SPLIT_SIZES[split]):
         raise IndexError(f"split {split!r} has {SPLIT_SIZES.get(split, 'unbounded')} architectures; got index {index}")
+    if split == "classic":
+        return get_classic(index, in_channels, num_classes)
     rng = _rng(split, index)
     sample_split = "test" if split == "train" else split  # train draws from the in-distribution family
     spec = _sample(rng, sample_split, in_channels, num_classes)
     if split == "train":
         held = _held_out_keys(in_channels, num_classes)
-        while spec.key() in held:
+        while spec.key() in held or _is_classic_like(spec):
             spec = _sample(rng, sample_split, in_channels, num_classes)
     return spec
 
