@@ -3,8 +3,10 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= /usr/share/datasets/fashion-mnist
+# CIFAR-10 on our machines (no internet); any accepted layout or archive works, see torch_qinit/data/cifar10.py.
+CIFAR10_ARCHIVE ?= ../shared/data/cifar10-jpg.tar.gz
 
-.PHONY: setup data test demo clean
+.PHONY: setup data cifar10 test demo clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,6 +23,13 @@ data:
 	@if [ ! -f $(DATA_DIR)/train-images-idx3-ubyte.gz ]; then \
 	  if [ "$$(id -u)" = "0" ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
 	  else echo "Fashion-MNIST missing: run 'sudo apt-get install dataset-fashion-mnist'"; fi; fi
+
+# Links the archive into ~/.cache/torch_qinit/cifar10 (or $$TORCH_QINIT_CACHE_DIR/cifar10) and decodes both
+# splits there once (~10 s), so load_dataset("cifar10", ...) finds it without arguments and loads in about 1 s.
+cifar10: setup
+	@if [ -e "$(CIFAR10_ARCHIVE)" ]; then \
+	  $(BIN)/python -c 'import sys; from torch_qinit.data import prepare_cifar10; print("CIFAR-10 ready:", prepare_cifar10(sys.argv[1]))' "$(CIFAR10_ARCHIVE)"; \
+	else echo "CIFAR-10 not found at $(CIFAR10_ARCHIVE): run 'make cifar10 CIFAR10_ARCHIVE=/path/to/cifar-10-batches-py' (or a .tar.gz, or an image folder), or set TORCH_QINIT_CIFAR10_DIR"; exit 1; fi
 
 test: setup data
 	$(BIN)/python -m pytest

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from torch_qinit.data._common import DatasetNotFoundError, make_loaders
+
 __all__ = [
     "MEAN",
     "STD",
@@ -49,10 +51,6 @@ SPLIT_SIZES: dict[str, int] = {"train": 60000, "test": 10000}
 _IMAGES_MAGIC = 0x00000803
 _LABELS_MAGIC = 0x00000801
 _IMAGE_SIZE = 28
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """Fashion-MNIST files are missing; the message says how to install them."""
 
 
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -177,16 +175,6 @@ def load_fashion_mnist(
     return TensorDataset(images, labels)
 
 
-def _subset(ds: TensorDataset, n: int | None, generator: torch.Generator) -> TensorDataset:
-    if n is None or n >= len(ds):
-        return ds
-    if n <= 0:
-        raise ValueError(f"subset size must be positive, got {n}")
-    # Sorted so the test subset keeps the file order; which examples are drawn depends only on the seed.
-    idx = torch.randperm(len(ds), generator=generator)[:n].sort().values
-    return TensorDataset(*(t[idx] for t in ds.tensors))
-
-
 def fashion_mnist_loaders(
     batch_size: int = 128,
     data_dir: str | os.PathLike[str] | None = None,
@@ -199,10 +187,4 @@ def fashion_mnist_loaders(
     """Train (shuffled) and test loaders; ``*_subset`` draws a seeded random subset of that many examples."""
     train = load_fashion_mnist("train", data_dir, check_counts=check_counts)
     test = load_fashion_mnist("test", data_dir, check_counts=check_counts)
-    g = torch.Generator().manual_seed(seed)
-    train = _subset(train, train_subset, g)
-    test = _subset(test, test_subset, g)
-    shuffle_gen = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(train, batch_size=batch_size, shuffle=True, generator=shuffle_gen)
-    test_loader = DataLoader(test, batch_size=batch_size, shuffle=False)
-    return train_loader, test_loader
+    return make_loaders(train, test, batch_size, train_subset, test_subset, seed)

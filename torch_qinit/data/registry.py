@@ -1,0 +1,68 @@
+"""Pick a dataset by name: ``load_dataset("cifar10", "train")``, ``dataset_loaders("fmnist", ...)``."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+from torch.utils.data import DataLoader, TensorDataset
+
+from torch_qinit.data import cifar10 as _cifar10
+from torch_qinit.data import fashion_mnist as _fmnist
+
+__all__ = ["DATASET_NAMES", "DatasetInfo", "dataset_info", "load_dataset", "dataset_loaders"]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What callers need to know about a dataset without loading it."""
+
+    name: str
+    title: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    data_dir_env: str
+    load: Callable[..., TensorDataset]
+    loaders: Callable[..., tuple[DataLoader, DataLoader]]
+
+
+_DATASETS: dict[str, DatasetInfo] = {
+    "fmnist": DatasetInfo("fmnist", "Fashion-MNIST", (1, 28, 28), 10, (_fmnist.MEAN,), (_fmnist.STD,),
+                          _fmnist.DATA_DIR_ENV, _fmnist.load_fashion_mnist, _fmnist.fashion_mnist_loaders),
+    "cifar10": DatasetInfo("cifar10", "CIFAR-10", (3, 32, 32), 10, _cifar10.MEAN, _cifar10.STD,
+                           _cifar10.DATA_DIR_ENV, _cifar10.load_cifar10, _cifar10.cifar10_loaders),
+}
+_ALIASES = {"fashion-mnist": "fmnist", "fashion_mnist": "fmnist", "cifar-10": "cifar10", "cifar_10": "cifar10"}
+DATASET_NAMES = tuple(_DATASETS)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The :class:`DatasetInfo` of ``"fmnist"`` or ``"cifar10"`` (a few spellings accepted); ValueError otherwise."""
+    key = name.lower()
+    key = _ALIASES.get(key, key)
+    if key not in _DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
+    return _DATASETS[key]
+
+
+def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike[str] | None = None,
+                 **kwargs) -> TensorDataset:
+    """A split of dataset ``name`` as a ``TensorDataset`` (normalized float images, int64 labels).
+
+    ``kwargs`` go to the dataset's loader (``check_counts=False`` for a subset folder).
+
+    Examples:
+        >>> images, labels = load_dataset("cifar10", "train").tensors  # doctest: +SKIP
+        >>> images.shape
+        torch.Size([50000, 3, 32, 32])
+    """
+    return dataset_info(name).load(split, data_dir, **kwargs)
+
+
+def dataset_loaders(name: str, batch_size: int = 128, data_dir: str | os.PathLike[str] | None = None,
+                    train_subset: int | None = None, test_subset: int | None = None, seed: int = 0,
+                    **kwargs) -> tuple[DataLoader, DataLoader]:
+    """Train (shuffled) and test loaders of dataset ``name``, with seeded subsets."""
+    return dataset_info(name).loaders(batch_size, data_dir, train_subset, test_subset, seed, **kwargs)
