@@ -105,3 +105,49 @@ def test_demo_bad_arguments(capsys):
     assert "bogus" in capsys.readouterr().err
     assert main(["demo", "--archs", "0"]) == 2
     assert main(["demo", "--bits", "1"]) == 2
+
+
+def _tiny_cifar(directory, n_train=40, n_test=20, seed=0):
+    """CIFAR-10 binary batches (1 label byte + 3072 pixel bytes per record) with few images."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, n in [(f"data_batch_{i}.bin", n_train // 5) for i in range(1, 6)] + [("test_batch.bin", n_test)]:
+        rec = rng.integers(0, 256, size=(n, 3073), dtype=np.uint8)
+        rec[:, 0] = np.arange(n) % 10
+        (directory / name).write_bytes(rec.tobytes())
+    return directory
+
+
+@pytest.fixture
+def tiny_cifar(tmp_path, monkeypatch):
+    """A tiny CIFAR-10 folder; the canonical 50000/10000 count check is relaxed to its size."""
+    from torch_qinit.data import cifar10
+
+    monkeypatch.setenv("TORCH_QINIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setitem(cifar10.SPLIT_SIZES, "train", 40)
+    monkeypatch.setitem(cifar10.SPLIT_SIZES, "test", 20)
+    return _tiny_cifar(tmp_path / "cifar-10-batches-bin")
+
+
+def test_train_cifar10(tiny_cifar, tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    rc = main(["train", "--dataset", "cifar10", "--data-dir", str(tiny_cifar), "--steps", "2", "--meta-batch", "1",
+               "--batch-size", "4", "--arch-pool", "3", "--hidden", "32", "--layers", "1", "--heads", "4",
+               "--warmup", "1", "--ckpt-every", "2", "--out", str(out)])
+    assert rc == 0
+    config = json.loads((out / "final" / "config.json").read_text())
+    assert config["input_shape"] == [3, 32, 32]
+    data = json.dumps(config)
+    assert "CIFAR-10 train (50k)" in data and "cifar-10-batches-bin (binary)" in data
+    assert "--dataset cifar10" in data  # the recorded command
+
+
+def test_train_missing_dataset(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_QINIT_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["train", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "cifar-10-batches-py" in err and "--data-dir" in err

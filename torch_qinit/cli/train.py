@@ -1,6 +1,7 @@
 """`torch-qinit train`: command-line front end of the GHN trainer.
 
     torch-qinit train --stage float --steps 3000 --out runs/ghn
+    torch-qinit train --dataset cifar10 --data-dir ~/data/cifar-10-batches-py --stage float --out runs/ghn-c10
     torch-qinit train --stage qat --init-from runs/ghn/final --steps 3000 --out runs/ghn-qat
     torchrun --nproc_per_node=2 -m torch_qinit.cli.train ...   # data-parallel, gloo on CPU
 """
@@ -14,6 +15,7 @@ import sys
 
 import torch
 
+from ..data.registry import DATASET_NAMES
 from .trainer import TrainConfig, train
 
 
@@ -40,7 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, default=d.ghn["hidden"])
     p.add_argument("--layers", type=int, default=d.ghn["layers"])
     p.add_argument("--heads", type=int, default=d.ghn["heads"])
-    p.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default /usr/share/datasets/fashion-mnist)")
+    p.add_argument("--dataset", choices=DATASET_NAMES, default="fmnist",
+                   help="training images: fmnist (1x28x28) or cifar10 (3x32x32)")
+    p.add_argument("--data-dir", default=None,
+                   help="dataset folder: Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist); "
+                        "CIFAR-10 python/binary batches, image folder or .tar.gz (default: "
+                        "$TORCH_QINIT_CIFAR10_DIR, then what `make cifar10` prepared)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt if it exists")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     return p
@@ -54,9 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    from ..data import load_fashion_mnist
+    from ..data import DatasetNotFoundError, load_dataset
 
-    data = load_fashion_mnist("train", data_dir=args.data_dir)
+    try:
+        data = load_dataset(args.dataset, "train", data_dir=args.data_dir)
+    except DatasetNotFoundError as exc:
+        print(f"torch-qinit train: {exc}", file=sys.stderr)
+        return 2
     images, labels = data.tensors
     cfg = TrainConfig(
         out=args.out, stage=args.stage, init_from=args.init_from, steps=args.steps, meta_batch=args.meta_batch,

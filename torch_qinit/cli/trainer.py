@@ -211,12 +211,13 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
 
 def _save_final(ghn: GHN, cfg: TrainConfig, directory: Path, step: int, nan_steps: int) -> None:
     """The finished GHN in the Hub layout, with the command that produced it."""
+    from ..data import describe_training_data
     from ..hub import save_pretrained
     warm_start = dict(ghn.config.training or {})  # the float run's record, when this run was warm-started
     ghn.config.training = {"command": cfg.command, "steps": step, "nan_steps": nan_steps,
                            "stage": cfg.stage, "init_from": cfg.init_from,
                            "meta_batch": cfg.meta_batch, "batch_size": cfg.batch_size,
-                           "data": "Fashion-MNIST train (60k), normalized mean 0.2860 std 0.3530",
+                           "data": describe_training_data(tuple(ghn.config.input_shape), cfg.data_dir),
                            "world_size": _dist_info()[1], "host_cpus": os.cpu_count()}
     if warm_start:
         ghn.config.training["warm_start"] = {k: warm_start.get(k) for k in ("command", "steps", "stage", "nan_steps")}

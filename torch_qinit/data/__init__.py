@@ -18,7 +18,15 @@ from torch_qinit.data.fashion_mnist import (
     read_idx,
     resolve_data_dir,
 )
-from torch_qinit.data.registry import DATASET_NAMES, DatasetInfo, dataset_info, dataset_loaders, load_dataset
+from torch_qinit.data.registry import (
+    DATASET_NAMES,
+    DatasetInfo,
+    dataset_for_input,
+    dataset_info,
+    dataset_loaders,
+    describe_training_data,
+    load_dataset,
+)
 
 __all__ = [
     "CACHE_DIR_ENV",
@@ -31,9 +39,11 @@ __all__ = [
     "DatasetInfo",
     "DatasetNotFoundError",
     "cifar10_loaders",
+    "dataset_for_input",
     "dataset_info",
     "dataset_loaders",
     "default_cache_dir",
+    "describe_training_data",
     "fashion_mnist_loaders",
     "find_cifar10",
     "load_cifar10",

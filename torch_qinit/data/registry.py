@@ -10,7 +10,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from torch_qinit.data import cifar10 as _cifar10
 from torch_qinit.data import fashion_mnist as _fmnist
 
-__all__ = ["DATASET_NAMES", "DatasetInfo", "dataset_info", "load_dataset", "dataset_loaders"]
+__all__ = ["DATASET_NAMES", "DatasetInfo", "dataset_info", "dataset_for_input", "describe_training_data",
+           "load_dataset", "dataset_loaders"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class DatasetInfo:
     title: str
     input_shape: tuple[int, int, int]
     num_classes: int
+    train_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
     data_dir_env: str
@@ -29,9 +31,9 @@ class DatasetInfo:
 
 
 _DATASETS: dict[str, DatasetInfo] = {
-    "fmnist": DatasetInfo("fmnist", "Fashion-MNIST", (1, 28, 28), 10, (_fmnist.MEAN,), (_fmnist.STD,),
+    "fmnist": DatasetInfo("fmnist", "Fashion-MNIST", (1, 28, 28), 10, 60000, (_fmnist.MEAN,), (_fmnist.STD,),
                           _fmnist.DATA_DIR_ENV, _fmnist.load_fashion_mnist, _fmnist.fashion_mnist_loaders),
-    "cifar10": DatasetInfo("cifar10", "CIFAR-10", (3, 32, 32), 10, _cifar10.MEAN, _cifar10.STD,
+    "cifar10": DatasetInfo("cifar10", "CIFAR-10", (3, 32, 32), 10, 50000, _cifar10.MEAN, _cifar10.STD,
                            _cifar10.DATA_DIR_ENV, _cifar10.load_cifar10, _cifar10.cifar10_loaders),
 }
 _ALIASES = {"fashion-mnist": "fmnist", "fashion_mnist": "fmnist", "cifar-10": "cifar10", "cifar_10": "cifar10"}
@@ -45,6 +47,33 @@ def dataset_info(name: str) -> DatasetInfo:
     if key not in _DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
     return _DATASETS[key]
+
+
+def dataset_for_input(input_shape: tuple[int, ...]) -> DatasetInfo | None:
+    """The dataset whose images have shape ``input_shape`` (C, H, W), or None."""
+    shape = tuple(int(d) for d in input_shape)
+    return next((info for info in _DATASETS.values() if info.input_shape == shape), None)
+
+
+def describe_training_data(input_shape: tuple[int, ...], data_dir: str | os.PathLike[str] | None = None) -> str:
+    """A one-line record of the training data for a checkpoint's config, from the images' shape.
+
+    Names the dataset, its size and normalization; for CIFAR-10 also the source file and layout found in
+    ``data_dir`` (or along the default search), since the JPEG copy differs slightly from the batches.
+    """
+    info = dataset_for_input(input_shape)
+    if info is None:
+        return f"custom data, images {'x'.join(str(d) for d in input_shape)}"
+    def fmt(v: tuple[float, ...]) -> str:
+        return f"{v[0]:.4f}" if len(v) == 1 else "(" + ", ".join(f"{x:.4f}" for x in v) + ")"
+    text = f"{info.title} train ({info.train_size // 1000}k), normalized mean {fmt(info.mean)} std {fmt(info.std)}"
+    if info.name == "cifar10":
+        try:
+            src = _cifar10.find_cifar10(data_dir)
+        except FileNotFoundError:
+            return text
+        text += f", from {src.path.resolve().name} ({src.layout})"
+    return text
 
 
 def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike[str] | None = None,
