@@ -8,6 +8,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("torch_qinit.cli.info", "show versions, the bundled GHN checkpoint and the dataset location"),
     "demo": ("torch_qinit.cli.demo", "the main job: compare initializers at W4A4 on Fashion-MNIST"),
+    "compare": ("torch_qinit.cli.compare", "benchmark the inits on YOUR model and data; CI gate (--require)"),
     "train": ("torch_qinit.cli.train", "train a GHN (float) or GHN-QAT (quantization-aware finetune)"),
     "curves": ("torch_qinit.cli.curves", "plot GHN training curves of run directories"),
     "bench": ("benchmarks", "run a benchmark: torch-qinit bench NAME [--quick]"),
