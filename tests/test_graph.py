@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 import pytest
 import torch
@@ -520,3 +521,87 @@ def test_hooks_retry_in_eval_mode_when_training_forward_fails():
     g = _check(model, torch.rand(1, 4), method="hooks")
     assert _ops(g) == ["input", "linear", "batch_norm", "output"]
     assert model.training and model.bn.training
+
+
+# --------------------------------------------------------------------------- #
+# capture changes nothing (issue 10, item 1) and says why fx was not used (item 12)
+# --------------------------------------------------------------------------- #
+class Stateful(nn.Module):
+    """A forward with side effects: a step counter, a running-mean input normalizer, Python state.
+
+    With `branch=True` it also has data-dependent control flow (so fx fails and the hooks path runs
+    the forward on real tensors) and clips its own weight in place, as weight-clipping code does.
+    """
+
+    def __init__(self, branch: bool = False) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.branch = branch
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("count", torch.zeros(()))
+        self.register_buffer("mean", torch.zeros(4))
+        self.calls = 0
+        self.history: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.steps += 1
+        self.count.add_(1)
+        self.mean.add_(0.5)  # stands in for mean += (x.mean(0) - mean) / count
+        self.calls += 1
+        self.history.append(self.calls)
+        self.cache = "set in forward"
+        if self.branch:
+            self.fc.weight.data.clamp_(-0.01, 0.01)
+            torch.rand(1)  # consumes the global RNG
+            if x.sum() > 0:
+                x = x * 2
+        return self.fc((x - self.mean) / self.count.clamp(min=1))
+
+
+@pytest.mark.parametrize("branch, method", [(False, "fx"), (True, "hooks")])
+def test_capture_leaves_buffers_attributes_and_parameters_untouched(branch, method):
+    model = Stateful(branch)
+    weight = model.fc.weight.detach().clone()
+    rng = torch.get_rng_state()
+    g = capture(model, torch.ones(2, 4))
+    assert g.method == method
+    assert model.steps.item() == 0 and model.count.item() == 0 and torch.equal(model.mean, torch.zeros(4))
+    assert model.calls == 0 and model.history == [] and not hasattr(model, "cache")
+    assert torch.equal(model.fc.weight, weight)
+    assert torch.equal(torch.get_rng_state(), rng)
+    # and it still runs as before: the state was restored, not frozen
+    model(torch.ones(2, 4))
+    assert model.steps.item() == 1 and model.calls == 1 and model.history == [1]
+
+
+def test_capture_note_says_why_fx_failed():
+    from torch_qinit.graph import capture_with_note
+
+    g, note = capture_with_note(nn.Sequential(nn.Linear(4, 2)))
+    assert g.method == "fx" and note == ""
+    g, note = capture_with_note(Stateful(branch=True), torch.ones(1, 4))
+    assert g.method == "hooks"
+    assert "torch.fx could not trace Stateful" in note and "TraceError" in note and "forward pass" in note
+    g, note = capture_with_note(Stateful(branch=True))
+    assert g.method == "module_order" and "no example input" in note and "example_input=" in note
+    g, note = capture_with_note(Stateful(branch=True), torch.ones(1, 5))  # the forward fails
+    assert g.method == "module_order" and "forward pass on the example input failed" in note
+
+
+def test_scripted_module_is_captured_with_a_note():
+    from torch_qinit.graph import capture_with_note
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script is deprecated in torch 2.13
+        scripted = torch.jit.script(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)))
+    g, note = capture_with_note(scripted)
+    assert g.method == "module_order" and "ScriptModule" in note and "TorchScript" in note
+    assert not any(n.servable for n in g.nodes)
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+@pytest.mark.parametrize("make", [lambda: nn.Linear(0, 4), lambda: nn.Linear(4, 0), lambda: nn.Conv2d(3, 0, 3)])
+def test_empty_layers_are_not_servable(make):
+    g = capture(nn.Sequential(make()))
+    node = next(n for n in g.nodes if n.name == "0")
+    assert node.op == "other" and node.attrs.get("empty") is True and not node.servable
