@@ -1,7 +1,9 @@
 """GHN checkpoints: bundled weights, local directories and the Hugging Face Hub (safetensors only)."""
 from torch_qinit.hub._hub import (
     BUNDLED_CHECKPOINTS,
+    BUNDLED_INPUTS,
     CONFIG_NAME,
+    HUB_PREFIX,
     MAX_SHIPPED_BYTES,
     MODEL_CARD_NAME,
     WEIGHTS_DIR_ENV,
@@ -11,14 +13,19 @@ from torch_qinit.hub._hub import (
     bundled_weights_dir,
     default_model_card,
     ghn_fingerprint,
+    load_checkpoint_dir,
     load_ghn,
+    resolve_checkpoint,
     save_pretrained,
     sha256_file,
+    validate_config,
 )
 
 __all__ = [
     "BUNDLED_CHECKPOINTS",
+    "BUNDLED_INPUTS",
     "CONFIG_NAME",
+    "HUB_PREFIX",
     "MAX_SHIPPED_BYTES",
     "MODEL_CARD_NAME",
     "WEIGHTS_DIR_ENV",
@@ -28,7 +35,10 @@ __all__ = [
     "bundled_weights_dir",
     "default_model_card",
     "ghn_fingerprint",
+    "load_checkpoint_dir",
     "load_ghn",
+    "resolve_checkpoint",
     "sha256_file",
     "save_pretrained",
+    "validate_config",
 ]

@@ -15,9 +15,14 @@ import importlib.metadata
 import importlib.resources
 import json
 import logging
+import math
 import os
+import re
+import socket
+import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import torch
 
@@ -32,12 +37,17 @@ __all__ = [
     "MODEL_CARD_NAME",
     "WEIGHTS_DIR_ENV",
     "BUNDLED_CHECKPOINTS",
+    "BUNDLED_INPUTS",
+    "HUB_PREFIX",
     "MAX_SHIPPED_BYTES",
     "GHNLoadError",
     "bundled_weights_dir",
     "bundled_checkpoint_dir",
     "save_pretrained",
     "load_ghn",
+    "resolve_checkpoint",
+    "load_checkpoint_dir",
+    "validate_config",
     "ghn_fingerprint",
     "sha256_file",
     "default_model_card",
@@ -48,10 +58,20 @@ logger = logging.getLogger(__name__)
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 MODEL_CARD_NAME = "README.md"
-#: Overrides where the bundled checkpoints are looked up (a folder with ``ghn-qat/`` and ``ghn/``).
+#: Overrides where the bundled checkpoints are looked up (a folder with ``ghn-qat/``, ``ghn/``, ...).
 WEIGHTS_DIR_ENV = "TORCH_QINIT_WEIGHTS_DIR"
-#: Names accepted by ``load_ghn`` → sub-folder of the bundled weights folder.
-BUNDLED_CHECKPOINTS: dict[str, str] = {"default": "ghn-qat", "ghn-qat": "ghn-qat", "ghn": "ghn"}
+#: Names accepted by ``load_ghn`` → sub-folder of the bundled weights folder.  The CIFAR-10 ones may
+#: not be installed yet; ``initialize_`` then falls back to the Fashion-MNIST one and says so.
+BUNDLED_CHECKPOINTS: dict[str, str] = {
+    "default": "ghn-qat", "ghn-qat": "ghn-qat", "ghn": "ghn",
+    "ghn-qat-cifar10": "ghn-qat-cifar10", "ghn-cifar10": "ghn-cifar10",
+}
+#: Training data of each bundled checkpoint: (dataset, input shape C×H×W), for choosing one by the
+#: model's first layer.  A checkpoint's own config.json ``input_shape`` wins where it is installed.
+BUNDLED_INPUTS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "ghn-qat": ("Fashion-MNIST", (1, 28, 28)), "ghn": ("Fashion-MNIST", (1, 28, 28)),
+    "ghn-qat-cifar10": ("CIFAR-10", (3, 32, 32)), "ghn-cifar10": ("CIFAR-10", (3, 32, 32)),
+}
 #: DESIGN §2: a shipped checkpoint stays at or below this size.
 MAX_SHIPPED_BYTES = 20 * 1024 * 1024
 
@@ -93,7 +113,7 @@ def bundled_weights_dir() -> Path:
 
 
 def bundled_checkpoint_dir(name: str = "default") -> Path:
-    """The directory of a bundled checkpoint (``"default"``, ``"ghn-qat"`` or ``"ghn"``); it may not exist."""
+    """The directory of a bundled checkpoint (a key of ``BUNDLED_CHECKPOINTS``); it may not exist."""
     if name not in BUNDLED_CHECKPOINTS:
         raise ValueError(f"unknown bundled checkpoint {name!r}; bundled names: {sorted(BUNDLED_CHECKPOINTS)}")
     return bundled_weights_dir() / BUNDLED_CHECKPOINTS[name]
@@ -241,8 +261,11 @@ def _hub_offline() -> bool:
 
 
 def _download(repo_id: str, filename: str, revision: str | None, cache_dir: str | os.PathLike[str] | None,
-              *, optional: bool = False) -> Path | None:
-    """``hf_hub_download`` with errors turned into ``GHNLoadError`` that say what to do."""
+              *, optional: bool = False, unreachable: str | None = None) -> Path | None:
+    """``hf_hub_download`` with errors turned into ``GHNLoadError`` that say what to do.
+
+    `unreachable` (why the Hub cannot be reached, from `_probe_hub`) means: the cache only, no request.
+    """
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.utils import (
         EntryNotFoundError,
@@ -260,7 +283,8 @@ def _download(repo_id: str, filename: str, revision: str | None, cache_dir: str 
     offline = _hub_offline()
     try:
         path = hf_hub_download(
-            repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=offline,
+            repo_id, filename, revision=revision, cache_dir=cache_dir,
+            local_files_only=offline or bool(unreachable),
             library_name=_LIBRARY, library_version=_library_version(),
         )
         return Path(path)
@@ -287,6 +311,12 @@ def _download(repo_id: str, filename: str, revision: str | None, cache_dir: str 
             raise GHNLoadError(f"cannot fetch {what}: HF_HUB_OFFLINE is set and the file is not in the Hub "
                                f"cache ({cache_dir or constants.HF_HUB_CACHE}). Unset HF_HUB_OFFLINE to "
                                f"download it, {fallback}") from exc
+        if unreachable:
+            raise GHNLoadError(f"cannot fetch {what}: the Hub ({constants.ENDPOINT}) could not be reached "
+                               f"({unreachable}) and the file is not in the Hub cache "
+                               f"({cache_dir or constants.HF_HUB_CACHE}). Check the connection, proxy and "
+                               f"HF_ENDPOINT, or use weights that need no Hub: initialize_(..., weights=None) "
+                               f"uses the bundled checkpoint, {fallback}") from exc
         raise GHNLoadError(f"cannot fetch {what}: the Hub ({constants.ENDPOINT}) could not be reached and the "
                            f"file is not cached. Check the connection, proxy and HF_ENDPOINT, {fallback}") from exc
     except EntryNotFoundError as exc:  # remote 404 for the file itself (Local... is caught above)
@@ -310,9 +340,47 @@ def _parse_config(path: Path) -> tuple[GHNConfig, str | None]:
     sha = raw.pop(_SHA_KEY, None)
     try:
         config = GHNConfig.from_dict(raw)
+        validate_config(config)
     except (TypeError, ValueError) as exc:
         raise GHNLoadError(f"{path} does not describe a GHN this torch_qinit understands: {exc}") from exc
     return config, sha
+
+
+def _check_int(config: GHNConfig, name: str, minimum: int) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"field {name!r} must be an integer >= {minimum}, got {value!r}")
+
+
+def validate_config(config: GHNConfig) -> None:
+    """Raise ValueError naming the first field of `config` that no GHN can be built from.
+
+    Checked on load, before the model is built, so a bad ``config.json`` gives one clear error
+    instead of whatever the constructor trips over (``ZeroDivisionError`` for ``heads=0``, ...).
+    """
+    for name in ("hidden", "heads", "block_out", "block_in", "block_kernel", "decoder_rank", "num_classes"):
+        _check_int(config, name, 1)
+    _check_int(config, "layers", 0)
+    if hasattr(config, "decoder_version"):
+        _check_int(config, "decoder_version", 1)
+    if config.hidden % config.heads:
+        raise ValueError(f"field 'hidden' ({config.hidden}) must be divisible by field 'heads' ({config.heads})")
+    if config.method not in ("ghn", "ghn-qat"):
+        raise ValueError(f"field 'method' must be 'ghn' or 'ghn-qat', got {config.method!r}")
+    for b in config.bits:
+        if isinstance(b, bool) or not isinstance(b, int) or not 2 <= b <= 8:
+            raise ValueError(f"field 'bits' must list integers in 2..8, got {list(config.bits)!r}")
+    shape = config.input_shape
+    if not shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
+        raise ValueError(f"field 'input_shape' must list positive integers (C, H, W), got {list(shape)!r}")
+    norm = config.normalization
+    if not isinstance(norm, dict) or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in norm.values()):
+        raise ValueError(f"field 'normalization' must map names to finite numbers, got {norm!r}")
+    if not isinstance(config.training, dict):
+        raise ValueError(f"field 'training' must be an object, got {type(config.training).__name__}")
+    if not isinstance(config.version, str):
+        raise ValueError(f"field 'version' must be a string, got {config.version!r}")
 
 
 def _check_keys(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor], source: str) -> None:
@@ -334,6 +402,13 @@ def _check_keys(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor],
     if mismatched:
         parts.append(f"shape mismatches: {fmt(mismatched)}")
     raise GHNLoadError(f"{WEIGHTS_NAME} of {source} does not match its {CONFIG_NAME}: " + "; ".join(parts))
+
+
+def load_checkpoint_dir(directory: str | os.PathLike[str], source_id: str | None = None,
+                        map_location: str | torch.device = "cpu") -> GHN:
+    """Load the GHN in checkpoint `directory` (``config.json`` validated, weights' sha256 checked)."""
+    directory = Path(directory)
+    return _load_dir(directory, source_id or f"local:{directory.resolve()}", map_location)
 
 
 def _load_dir(directory: Path, source_id: str, map_location: str | torch.device) -> GHN:
@@ -385,14 +460,129 @@ def _hub_repo_id(name: str) -> str | None:
     return name
 
 
+#: Hub user and organization names: letters, digits and single inner dashes (no "_" or ".").
+_HUB_NAMESPACE = re.compile(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*")
+#: Forces a Hub lookup for a name that would otherwise read as a local path.
+HUB_PREFIX = "hf://"
+
+
+def _path_like(name: str) -> bool:
+    """Whether `name` reads as a local path rather than a Hub id ``namespace/name``.
+
+    So a mistyped directory fails with "no such directory" instead of a Hub lookup (and, offline,
+    its retries).  ``hf://namespace/name`` opts out.
+    """
+    if name.startswith((".", "/", "~")) or name.endswith("/") or "\\" in name:  # "\\": Windows separators
+        return True
+    if name.count("/") != 1:
+        return "/" in name
+    namespace = name.split("/", 1)[0]
+    # a namespace that exists here means a path; one no Hub account can have means a path too
+    return Path(namespace).expanduser().is_dir() or not _HUB_NAMESPACE.fullmatch(namespace)
+
+
+def _probe_hub() -> str | None:
+    """None if a TCP connection to the Hub endpoint (or its proxy) opens, else why not.
+
+    huggingface_hub retries connection errors with backoff (1+2+4+8+8 s) before failing, so an
+    unreachable Hub cost about 23 s per call; one connect with a short timeout fails in milliseconds.
+    """
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    if not host:
+        return None  # an endpoint we cannot parse: let huggingface_hub report it
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        purl = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if not purl.hostname:
+            return None
+        host, port = purl.hostname, purl.port or (443 if purl.scheme == "https" else 80)
+    timeout = min(float(constants.HF_HUB_ETAG_TIMEOUT or 10), 5.0)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        return f"cannot connect to {host}:{port}: {exc}"
+    return None
+
+
+def _bundled_dir(name: str, revision: str | None) -> Path:
+    if revision is not None:
+        raise ValueError(f"revision={revision!r} applies to Hub repo ids, not the bundled {name!r}")
+    directory = bundled_checkpoint_dir(name)
+    if not (directory / WEIGHTS_NAME).is_file():
+        raise GHNLoadError(
+            f"bundled checkpoint {name!r} is not installed: no {WEIGHTS_NAME} in {directory}. "
+            f"Reinstall torch_qinit with its weights, set {WEIGHTS_DIR_ENV} to a folder holding "
+            f"{sorted(set(BUNDLED_CHECKPOINTS.values()))}, or pass a checkpoint directory or Hub repo id"
+        )
+    return directory
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike[str] = "default", *, revision: str | None = None,
+                       cache_dir: str | os.PathLike[str] | None = None) -> tuple[Path, str]:
+    """``(directory, source id)`` of a checkpoint, without loading it.
+
+    Same resolution as `load_ghn`; a Hub id is downloaded into (or found in) the Hub cache, and the
+    directory is its snapshot folder.
+    """
+    if isinstance(name_or_path, str) and name_or_path in BUNDLED_CHECKPOINTS:
+        directory = _bundled_dir(name_or_path, revision)
+        return directory, f"bundled:{BUNDLED_CHECKPOINTS[name_or_path]}"
+
+    name = os.fspath(name_or_path)
+    force_hub = isinstance(name, str) and name.startswith(HUB_PREFIX)
+    if not force_hub:
+        path = Path(name).expanduser()
+        if path.is_file() and path.name in (WEIGHTS_NAME, CONFIG_NAME):
+            path = path.parent  # a path to one of the files means its checkpoint directory
+        if path.is_dir():
+            if revision is not None:
+                raise ValueError(f"revision={revision!r} applies to Hub repo ids, not the local directory {path}")
+            return path, f"local:{path.resolve()}"
+        if not isinstance(name_or_path, str) or _path_like(name):
+            what = "not a directory" if path.exists() else "no such directory"
+            raise ValueError(
+                f"{what}: {name!r} (resolved to {path.resolve()}) is not a local checkpoint directory, and it is "
+                f"not a bundled checkpoint ({', '.join(sorted(BUNDLED_CHECKPOINTS))}) either. Hub repo ids look "
+                f"like 'namespace/name'; write '{HUB_PREFIX}{name}' to look it up on the Hub anyway"
+            )
+    repo_id = _hub_repo_id(name[len(HUB_PREFIX):] if force_hub else name)
+    if repo_id is None:
+        raise ValueError(
+            f"{name!r} is not a bundled checkpoint ({', '.join(sorted(BUNDLED_CHECKPOINTS))}), "
+            "an existing checkpoint directory, or a Hugging Face Hub repo id ('namespace/name')"
+        )
+    unreachable = None if _hub_offline() else _probe_hub()
+    if unreachable:
+        logger.warning("the Hugging Face Hub is unreachable (%s); looking for %s in the Hub cache", unreachable,
+                       repo_id)
+    config_path = _download(repo_id, CONFIG_NAME, revision, cache_dir, unreachable=unreachable)
+    weights_path = _download(repo_id, WEIGHTS_NAME, revision, cache_dir, unreachable=unreachable)
+    _download(repo_id, MODEL_CARD_NAME, revision, cache_dir, optional=True,  # cached for offline reading
+              unreachable=unreachable)
+    assert config_path is not None and weights_path is not None
+    if config_path.parent != weights_path.parent:
+        # Both come from one snapshot unless the revision moved between the two requests.
+        raise GHNLoadError(f"{repo_id}@{revision or 'main'} changed while downloading; retry, or pin a commit "
+                           "with revision=")
+    commit = config_path.parent.name  # the Hub cache keeps files under snapshots/<commit>/
+    return config_path.parent, f"hf:{repo_id}@{commit}"
+
+
 def load_ghn(name_or_path: str | os.PathLike[str] = "default", *, revision: str | None = None,
              cache_dir: str | os.PathLike[str] | None = None, map_location: str | torch.device = "cpu") -> GHN:
     """Load a GHN in eval mode from a bundled name, a local directory or a Hugging Face Hub repo id.
 
-    Resolution order: a bundled name (``"default"`` = ``"ghn-qat"``, ``"ghn"``), then an existing
-    directory, then a Hub repo id ``"namespace/name"`` fetched with ``hf_hub_download`` (``revision``
-    pins a branch, tag or commit; ``cache_dir`` overrides the Hub cache; ``HF_HUB_OFFLINE=1`` uses the
-    cache only). The weights' sha256 is checked against ``config.json``; tensors are cast to float32.
+    Resolution order: a bundled name (``"default"`` = ``"ghn-qat"``, ``"ghn"``, ``"ghn-qat-cifar10"``,
+    ``"ghn-cifar10"``), then an existing directory, then a Hub repo id ``"namespace/name"`` fetched with
+    ``hf_hub_download`` (``revision`` pins a branch, tag or commit; ``cache_dir`` overrides the Hub cache;
+    ``HF_HUB_OFFLINE=1`` uses the cache only).  A name that reads as a path (``./x``, ``a/b/c``,
+    ``no_such_dir/ckpt``: Hub namespaces have no ``_`` or ``.``) and does not exist raises "no such
+    directory" without asking the Hub; ``"hf://namespace/name"`` forces a Hub lookup.  When the Hub
+    cannot be reached, cached files are used, or ``GHNLoadError`` is raised at once (no retries).
+    ``config.json`` is validated and the weights' sha256 checked against it; tensors are cast to float32.
     The result carries ``source_id`` and ``weights_sha256`` (see ``ghn_fingerprint``).
     Raises ``ValueError`` for a name that is none of these and ``GHNLoadError`` when loading fails.
 
@@ -400,42 +590,8 @@ def load_ghn(name_or_path: str | os.PathLike[str] = "default", *, revision: str 
         >>> ghn = load_ghn()                                        # doctest: +SKIP
         >>> ghn = load_ghn("someone/ghn-qat-fmnist", revision="v1")  # doctest: +SKIP
     """
-    if isinstance(name_or_path, str) and name_or_path in BUNDLED_CHECKPOINTS:
-        if revision is not None:
-            raise ValueError(f"revision={revision!r} applies to Hub repo ids, not the bundled {name_or_path!r}")
-        directory = bundled_checkpoint_dir(name_or_path)
-        if not (directory / WEIGHTS_NAME).is_file():
-            raise GHNLoadError(
-                f"bundled checkpoint {name_or_path!r} is not installed: no {WEIGHTS_NAME} in {directory}. "
-                f"Reinstall torch_qinit with its weights, set {WEIGHTS_DIR_ENV} to a folder holding "
-                f"{sorted(set(BUNDLED_CHECKPOINTS.values()))}, or pass a checkpoint directory or Hub repo id"
-            )
-        return _load_dir(directory, f"bundled:{BUNDLED_CHECKPOINTS[name_or_path]}", map_location)
-
-    path = Path(name_or_path).expanduser()
-    if path.is_file() and path.name in (WEIGHTS_NAME, CONFIG_NAME):
-        path = path.parent  # a path to one of the files means its checkpoint directory
-    if path.is_dir():
-        if revision is not None:
-            raise ValueError(f"revision={revision!r} applies to Hub repo ids, not the local directory {path}")
-        return _load_dir(path, f"local:{path.resolve()}", map_location)
-
-    repo_id = _hub_repo_id(str(name_or_path)) if isinstance(name_or_path, str) else None
-    if repo_id is None:
-        raise ValueError(
-            f"{str(name_or_path)!r} is not a bundled checkpoint ({', '.join(sorted(BUNDLED_CHECKPOINTS))}), "
-            "an existing checkpoint directory, or a Hugging Face Hub repo id ('namespace/name')"
-        )
-    config_path = _download(repo_id, CONFIG_NAME, revision, cache_dir)
-    weights_path = _download(repo_id, WEIGHTS_NAME, revision, cache_dir)
-    _download(repo_id, MODEL_CARD_NAME, revision, cache_dir, optional=True)  # cached for offline reading
-    assert config_path is not None and weights_path is not None
-    if config_path.parent != weights_path.parent:
-        # Both come from one snapshot unless the revision moved between the two requests.
-        raise GHNLoadError(f"{repo_id}@{revision or 'main'} changed while downloading; retry, or pin a commit "
-                           "with revision=")
-    commit = config_path.parent.name  # the Hub cache keeps files under snapshots/<commit>/
-    return _load_dir(config_path.parent, f"hf:{repo_id}@{commit}", map_location)
+    directory, source_id = resolve_checkpoint(name_or_path, revision=revision, cache_dir=cache_dir)
+    return _load_dir(directory, source_id, map_location)
 
 
 def ghn_fingerprint(ghn: torch.nn.Module) -> tuple[str, str]:
