@@ -6,7 +6,7 @@ Typical use in a benchmark's ``main``::
     common_args(parser)
     args = parser.parse_args(argv)
     with bench_context(args):                      # threads + --out, restored afterwards
-        calib, test = load_data(args.quick, args.data_dir)
+        calib, test = load_data(args.quick, args.data_dir, dataset=args.dataset)
         model, report = init_model(("test", 0), "he_normal", seed=0)
 """
 from __future__ import annotations
@@ -25,13 +25,18 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from benchmarks import results
+from torch_qinit.data.registry import DATASET_NAMES, dataset_info
 from torch_qinit.initialize import GHN_METHODS  # methods that need GHN weights
 
 __all__ = [
     "METHODS_MAIN",
     "GHN_METHODS",
     "DATA_SIZES",
+    "DATASET_NAMES",
     "load_data",
+    "result_name",
+    "dataset_title",
+    "in_channels",
     "fixed_batches",
     "build_model",
     "init_model",
@@ -61,9 +66,11 @@ ModelSource = Union[nn.Module, "Any", tuple]  # nn.Module, ArchSpec, or (split, 
 # --------------------------------------------------------------------------- data
 
 
-def load_data(quick: bool, data_dir: str | None = None, *, seed: int = 0, train_size: int | None = None,
-              test_size: int | None = None, batch_size: int | None = None) -> tuple[DataLoader, DataLoader]:
-    """Fashion-MNIST ``(train loader, test loader)`` on seeded subsets sized for quick or full runs.
+def load_data(quick: bool, data_dir: str | None = None, *, dataset: str = "fmnist", seed: int = 0,
+              train_size: int | None = None, test_size: int | None = None,
+              batch_size: int | None = None) -> tuple[DataLoader, DataLoader]:
+    """``(train loader, test loader)`` of `dataset` ("fmnist" or "cifar10") on seeded subsets sized for
+    quick or full runs.
 
     The train loader is shuffled with a seeded generator (use it for training, BN recalibration
     and activation calibration; see :func:`fixed_batches` for identical batches across methods);
@@ -71,13 +78,29 @@ def load_data(quick: bool, data_dir: str | None = None, *, seed: int = 0, train_
     Sizes default to ``DATA_SIZES["quick" | "full"]``; ``None`` in an override keeps the default,
     ``0`` means the whole split.  Raises ``torch_qinit.data.DatasetNotFoundError`` if the data is absent.
     """
-    from torch_qinit.data import fashion_mnist_loaders
+    from torch_qinit.data import dataset_loaders
 
     sizes = DATA_SIZES["quick" if quick else "full"]
     train_n = sizes["train"] if train_size is None else (train_size or None)
     test_n = sizes["test"] if test_size is None else (test_size or None)
-    return fashion_mnist_loaders(batch_size=batch_size or sizes["batch_size"], data_dir=data_dir,
-                                 train_subset=train_n, test_subset=test_n, seed=seed)
+    return dataset_loaders(dataset, batch_size=batch_size or sizes["batch_size"], data_dir=data_dir,
+                           train_subset=train_n, test_subset=test_n, seed=seed)
+
+
+def result_name(name: str, dataset: str) -> str:
+    """Result file stem: ``name`` on Fashion-MNIST (the original results), ``name_cifar10`` and so on otherwise."""
+    key = dataset_info(dataset).name
+    return name if key == "fmnist" else f"{name}_{key}"
+
+
+def dataset_title(dataset: str) -> str:
+    """The dataset's display name ("Fashion-MNIST", "CIFAR-10")."""
+    return dataset_info(dataset).title
+
+
+def in_channels(dataset: str) -> int:
+    """Image channels of `dataset`; design-space architectures are built for it (1: 28x28, 3: 32x32)."""
+    return dataset_info(dataset).input_shape[0]
 
 
 def fixed_batches(loader: Iterable[Any], n: int) -> list[Any]:
@@ -186,11 +209,16 @@ def mean_std(values: Iterable[float]) -> tuple[float, float]:
 
 
 def common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add --quick, --threads, --data-dir, --seeds and --out to `parser`; returns it."""
+    """Add --quick, --threads, --dataset, --data-dir, --seeds and --out to `parser`; returns it."""
     parser.add_argument("--quick", action="store_true", help="seconds-long CI run; writes NAME.quick.* files")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    parser.add_argument("--data-dir", default=None, help="Fashion-MNIST directory (default: $TORCH_QINIT_DATA_DIR "
-                        "or /usr/share/datasets/fashion-mnist)")
+    parser.add_argument("--dataset", choices=DATASET_NAMES, default="fmnist",
+                        help="fmnist (1x28x28, default) or cifar10 (3x32x32); results of a non-default dataset "
+                             "are written as NAME_DATASET.*")
+    parser.add_argument("--data-dir", default=None,
+                        help="dataset folder (Fashion-MNIST default: $TORCH_QINIT_DATA_DIR or "
+                             "/usr/share/datasets/fashion-mnist; CIFAR-10: python/binary batches, image folder "
+                             "or .tar.gz, default $TORCH_QINIT_CIFAR10_DIR, then what `make cifar10` prepared)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
                         help="seeds to run (default depends on the benchmark and --quick)")
     parser.add_argument("--out", default=None, help="results directory (default benchmarks/results)")

@@ -1,4 +1,4 @@
-"""The initializer study (DESIGN §4; the first half of Yun & Wong 2025) on Fashion-MNIST.
+"""The initializer study (DESIGN §4; the first half of Yun & Wong 2025) on Fashion-MNIST or CIFAR-10.
 
 Grid: block type (one small VGG-like net per type: stem + 3 stages of that block, widths
 16/32/64) x initializer x seed.  For each cell:
@@ -10,10 +10,12 @@ Grid: block type (one small VGG-like net per type: stem + 3 stages of that block
 
 Outputs (``NAME.quick.*`` with ``--quick``): ``init_study.csv`` (one row per run),
 ``init_study_summary.csv`` (mean/std per block x init), ``init_study_act_ranges.csv`` (per layer),
-``init_study.png`` (heatmaps) and ``init_study.md``.
+``init_study.png`` (heatmaps) and ``init_study.md``; with ``--dataset cifar10`` (the paper's own
+dataset) the same as ``init_study_cifar10*``.
 
     torch-qinit bench init_study --quick
     torch-qinit bench init_study                       # full grid, ~40 min on 1 thread
+    torch-qinit bench init_study --dataset cifar10 [--data-dir DIR]
 """
 from __future__ import annotations
 
@@ -34,12 +36,15 @@ from benchmarks.common import (
     bench_context,
     classic_methods,
     common_args,
+    dataset_title,
     fixed_batches,
     ghn_unavailable_reason,
+    in_channels,
     init_model,
     load_data,
     mean_std,
     resolve_seeds,
+    result_name,
 )
 
 NAME = "init_study"
@@ -148,7 +153,8 @@ def run_one(block: str, method: str, seed: int, args, train_loader, test_loader,
     torch.manual_seed(seed)  # data order below comes from the loader's own generator
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model, report = init_model(build_net(block), method, seed=seed, bits=4)
+        model, report = init_model(build_net(block, in_channels(getattr(args, "dataset", "fmnist"))), method,
+                                   seed=seed, bits=4)
     row: dict[str, Any] = {"block": block, "init": method, "seed": seed, "steps": args.steps,
                            "params": sum(p.numel() for p in model.parameters()),
                            "ghn_share": round(sum(s == "ghn" for s in report.sources.values())
@@ -242,7 +248,8 @@ def _spearman(xs: list[float], ys: list[float]) -> float:
     return cov / (vx * vy) if vx and vy else math.nan
 
 
-def heatmap(summary: list[dict], blocks: list[str], inits: list[str], quick: bool):
+def heatmap(summary: list[dict], blocks: list[str], inits: list[str], quick: bool, name: str = NAME,
+            title: str = "Fashion-MNIST"):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -270,8 +277,8 @@ def heatmap(summary: list[dict], blocks: list[str], inits: list[str], quick: boo
                 ax.text(xi, yi, f"{v:.1f}", ha="center", va="center", fontsize=7,
                         color="white" if dark else "black")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
-    fig.suptitle("Initializer study, Fashion-MNIST: PTQ at W4A4 after float training (mean over seeds)", fontsize=11)
-    path = results.save_figure(fig, NAME, quick)
+    fig.suptitle(f"Initializer study, {title}: PTQ at W4A4 after float training (mean over seeds)", fontsize=11)
+    path = results.save_figure(fig, name, quick)
     plt.close(fig)
     return path
 
@@ -357,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(m not in known for m in methods):
         parser.error(f"unknown method(s) {[m for m in methods if m not in known]}; choose from {sorted(known)}")
     seeds = resolve_seeds(args, quick=(0,), full=(0, 1, 2))
+    name, title = result_name(NAME, args.dataset), dataset_title(args.dataset)
 
     notes: list[str] = []
     skipped = {m: ghn_unavailable_reason(m) for m in methods}
@@ -369,8 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     layer_rows: list[dict] = []
     with bench_context(args):
-        train_loader, test_loader = load_data(args.quick, args.data_dir, train_size=args.train_size,
-                                              test_size=args.test_size)
+        train_loader, test_loader = load_data(args.quick, args.data_dir, dataset=args.dataset,
+                                              train_size=args.train_size, test_size=args.test_size)
         calib = fixed_batches(train_loader, calib_n)  # same calibration batches for every run
         total = len(blocks) * len(methods) * len(seeds)
         t_start = time.perf_counter()
@@ -393,16 +401,16 @@ def main(argv: list[str] | None = None) -> int:
                           f"ETA {el / done * (total - done) / 60:.1f} min)", flush=True)
 
         summary = summarize(rows)
-        results.write_csv(NAME, rows, args.quick)
-        results.write_csv(f"{NAME}_summary", summary, args.quick)
+        results.write_csv(name, rows, args.quick)
+        results.write_csv(f"{name}_summary", summary, args.quick)
         if layer_rows:
-            results.write_csv(f"{NAME}_act_ranges", layer_rows, args.quick)
+            results.write_csv(f"{name}_act_ranges", layer_rows, args.quick)
         inits = list(dict.fromkeys(r["init"] for r in rows))
-        png = heatmap(summary, blocks, inits, args.quick) if summary else None
+        png = heatmap(summary, blocks, inits, args.quick, name, title) if summary else None
         n_train = len(train_loader.dataset)
         n_test = len(test_loader.dataset)
         setup = (
-            f"Fashion-MNIST, {n_train} training / {n_test} test examples (fixed subsets). Net per block type: "
+            f"{title}, {n_train} training / {n_test} test examples (fixed subsets). Net per block type: "
             f"3x3 stem (16) + 3 stages of one block, widths {'/'.join(map(str, WIDTHS))}, stride 2, ReLU, global "
             f"pool, linear; BN in conv_bn, dws_bn, residual, inverted, none in conv and dws. Float training: "
             f"{args.steps} Adam steps (lr {args.lr}) at batch {train_loader.batch_size}; the seed sets the "
@@ -438,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
             "## All metrics (mean ± std over seeds)\n\nAccuracies and drops in %/pp; QMSE is the mean over "
             "layers of the folded weights' quantization MSE; activation ranges are max - min of each "
             "conv/linear input on the calibration batches, averaged / maxed over layers (network input "
-            f"excluded; per layer in `{NAME}_act_ranges{'.quick' if args.quick else ''}.csv`).\n\n"
+            f"excluded; per layer in `{name}_act_ranges{'.quick' if args.quick else ''}.csv`).\n\n"
             + results.markdown_table(table),
             "## Reading\n\n" + reading(summary, rows, blocks, inits) + "\n\nCaveats: a short fixed float budget "
             "(the nets are not converged, so this measures initialization *and* early training dynamics), "
@@ -447,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
             "## Notes\n\n" + "\n".join(notes + [f"- {r['block']}/{r['init']}/seed {r['seed']}: {r['status']}"
                                                    for r in errors]) if notes or errors else "",
         ]))
-        md = results.write_markdown(NAME, "Initializer study: PTQ after float training", body, args.quick)
+        md = results.write_markdown(name, "Initializer study: PTQ after float training"
+                                    + ("" if name == NAME else f", {title}"), body, args.quick)
     print(f"[init_study] wrote {md}")
     return 1 if len(errors) == len(rows) else 0
 

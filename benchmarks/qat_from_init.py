@@ -10,10 +10,12 @@ classic initializer.
 
 Outputs (``NAME.quick.*`` with ``--quick``): ``qat_from_init.csv`` (one row per run),
 ``qat_from_init_curves.csv`` (every evaluation), ``qat_from_init_summary.csv`` (per bits x method),
-``qat_from_init.png`` and ``qat_from_init.md``.
+``qat_from_init.png`` and ``qat_from_init.md``; with ``--dataset cifar10`` the same as
+``qat_from_init_cifar10*``.
 
     torch-qinit bench qat_from_init --quick
     torch-qinit bench qat_from_init                    # full run, ~40 min on 1 thread
+    torch-qinit bench qat_from_init --dataset cifar10 [--data-dir DIR]
 """
 from __future__ import annotations
 
@@ -35,12 +37,15 @@ from benchmarks.common import (
     bench_context,
     classic_methods,
     common_args,
+    dataset_title,
     fixed_batches,
     ghn_unavailable_reason,
+    in_channels,
     init_model,
     load_data,
     mean_std,
     resolve_seeds,
+    result_name,
 )
 
 NAME = "qat_from_init"
@@ -65,7 +70,8 @@ def run_one(arch: int, bits: int, method: str, seed: int, args, train_loader, te
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model, report = init_model(("test", arch), method, seed=seed, bits=bits)
+        model, report = init_model(("test", arch, in_channels(getattr(args, "dataset", "fmnist"))), method,
+                                   seed=seed, bits=bits)
     # Step 0 = zero-shot: BN statistics re-estimated on training batches (no gradient), activation
     # ranges calibrated, quantized exactly as QAT quantizes (BN kept, not folded).
     recalibrate_bn(model, recal)
@@ -157,7 +163,8 @@ def analyse(rows: list[dict], curve_rows: list[dict], bits_list: list[int], meth
     return out
 
 
-def plot(curve_rows: list[dict], summary: list[dict], bits_list: list[int], methods: list[str], quick: bool):
+def plot(curve_rows: list[dict], summary: list[dict], bits_list: list[int], methods: list[str], quick: bool,
+         name: str = NAME, title: str = "Fashion-MNIST"):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -181,8 +188,8 @@ def plot(curve_rows: list[dict], summary: list[dict], bits_list: list[int], meth
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     n_runs = len({(r["arch"], r["seed"]) for r in curve_rows})
-    fig.suptitle(f"QAT from each init on held-out architectures (mean over {n_runs} arch x seed runs)")
-    path = results.save_figure(fig, NAME, quick)
+    fig.suptitle(f"QAT from each init on held-out architectures, {title} (mean over {n_runs} arch x seed runs)")
+    path = results.save_figure(fig, name, quick)
     plt.close(fig)
     return path
 
@@ -246,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(m not in known for m in methods):
         parser.error(f"unknown method(s) {[m for m in methods if m not in known]}; choose from {sorted(known)}")
     seeds = resolve_seeds(args, quick=(0,), full=(0, 1))
+    name, title, in_ch = result_name(NAME, args.dataset), dataset_title(args.dataset), in_channels(args.dataset)
 
     notes = []
     for m in list(methods):
@@ -260,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     curve_rows: list[dict] = []
     with bench_context(args):
-        train_loader, test_loader = load_data(args.quick, args.data_dir, train_size=args.train_size,
-                                              test_size=test_size)
+        train_loader, test_loader = load_data(args.quick, args.data_dir, dataset=args.dataset,
+                                              train_size=args.train_size, test_size=test_size)
         recal = fixed_batches(train_loader, recal_n)  # the same batches for every run
         total = len(archs) * len(bits_list) * len(methods) * len(seeds)
         t_start = time.perf_counter()
@@ -285,17 +293,18 @@ def main(argv: list[str] | None = None) -> int:
                               flush=True)
 
         summary = analyse(rows, curve_rows, bits_list, methods)
-        results.write_csv(NAME, rows, args.quick)
+        results.write_csv(name, rows, args.quick)
         if curve_rows:
-            results.write_csv(f"{NAME}_curves", curve_rows, args.quick)
+            results.write_csv(f"{name}_curves", curve_rows, args.quick)
         if summary:
-            results.write_csv(f"{NAME}_summary", summary, args.quick)
-        png = plot(curve_rows, summary, bits_list, methods, args.quick) if curve_rows else None
+            results.write_csv(f"{name}_summary", summary, args.quick)
+        png = plot(curve_rows, summary, bits_list, methods, args.quick, name, title) if curve_rows else None
         from torch_qinit.space import get_arch
 
         arch_desc = [{"arch": a, "stages": " → ".join(f"{s.block}({s.width}x{s.depth}, k{s.kernel})"
-                                                       for s in get_arch("test", a).stages),
-                      "act": get_arch("test", a).act, "bn": get_arch("test", a).use_bn} for a in archs]
+                                                       for s in get_arch("test", a, in_ch).stages),
+                      "act": get_arch("test", a, in_ch).act, "bn": get_arch("test", a, in_ch).use_bn}
+                     for a in archs]
         table = [{
             "bits": f"W{s['bits']}A{s['bits']}", "init": s["method"],
             "step 0 (zero-shot) %": _pm(s["zero_shot_mean"], s["zero_shot_std"]),
@@ -308,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         errors = [r for r in rows if str(r.get("status", "")).startswith("error")]
         skipped = sum(r.get("skipped_steps", 0) for r in rows)
         setup = (
-            f"Fashion-MNIST, {len(train_loader.dataset)} training examples; curves on a fixed subset of "
+            f"{title}, {len(train_loader.dataset)} training examples; curves on a fixed subset of "
             f"{len(test_loader.dataset)} test examples. {len(archs)} held-out architectures "
             f"(`get_arch('test', i)`, i = {', '.join(map(str, archs))}), bit-widths {bits_list} (weights and "
             f"activations; the network input stays at 8 bits), seeds {seeds} (the seed sets the classic "
@@ -338,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
             "## Notes\n\n" + "\n".join(notes + [f"- arch {r['arch']} W{r['bits']} {r['method']} seed {r['seed']}: "
                                                    f"{r['status']}" for r in errors]) if notes or errors else "",
         ]))
-        md = results.write_markdown(NAME, "QAT from initialization: curves and steps-to-target", body, args.quick)
+        md = results.write_markdown(name, "QAT from initialization: curves and steps-to-target"
+                                    + ("" if name == NAME else f", {title}"), body, args.quick)
     print(f"[qat_from_init] wrote {md}")
     return 1 if rows and len(errors) == len(rows) else 0
 

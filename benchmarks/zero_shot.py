@@ -8,7 +8,8 @@ quantization error (QMSE, SQNR) of the initial weights.
     torch-qinit bench zero_shot [--quick] [--splits test wide] [--archs 20] [--methods ...] [--seeds 0 1]
 
 Writes benchmarks/results/zero_shot.{csv,md,png} (raw rows, tables, figure), zero_shot_summary.csv
-and, with many methods, zero_shot_heatmap.png; ``--quick`` writes the ``.quick.`` variants.
+and, with many methods, zero_shot_heatmap.png; ``--quick`` writes the ``.quick.`` variants and
+``--dataset cifar10`` the ``zero_shot_cifar10.*`` ones.
 """
 from __future__ import annotations
 
@@ -28,12 +29,15 @@ from benchmarks.common import (
     build_model,
     classic_methods,
     common_args,
+    dataset_title,
     fixed_batches,
     ghn_unavailable_reason,
+    in_channels,
     init_model,
     load_data,
     mean_std,
     resolve_seeds,
+    result_name,
 )
 
 NAME = "zero_shot"
@@ -116,6 +120,8 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
     else:
         cfg["methods"] = list(GHN_METHODS) + classic_methods()
     cfg["seeds"] = resolve_seeds(args, quick=(0,), full=(0, 1))
+    cfg["dataset"] = args.dataset
+    cfg["name"] = result_name(NAME, args.dataset)
     return cfg
 
 
@@ -130,8 +136,10 @@ def run(cfg: dict[str, Any], data_dir: str | None, log: Any = print) -> tuple[li
     for m, why in skipped.items():
         log(f"zero_shot: skipping {m}: {why}")
 
-    train_loader, test_loader = load_data(False, data_dir, train_size=cfg["train_size"], test_size=cfg["test_size"],
+    train_loader, test_loader = load_data(False, data_dir, dataset=cfg.get("dataset", "fmnist"),
+                                          train_size=cfg["train_size"], test_size=cfg["test_size"],
                                           batch_size=cfg["batch_size"])
+    in_ch = in_channels(cfg.get("dataset", "fmnist"))
     n_cal = max(cfg["recal_batches"], cfg["calib_batches"])
     cal = fixed_batches(train_loader, n_cal)  # the same training batches for every method
     xs, ys = test_loader.dataset.tensors
@@ -143,8 +151,8 @@ def run(cfg: dict[str, Any], data_dir: str | None, log: Any = print) -> tuple[li
     rows: list[dict[str, Any]] = []
     t_start, c_start = time.perf_counter(), time.process_time()
     for k, (split, idx) in enumerate(units):
-        spec = get_arch(split, idx)
-        n_params = sum(p.numel() for p in build_model((split, idx)).parameters())
+        spec = get_arch(split, idx, in_ch)
+        n_params = sum(p.numel() for p in build_model((split, idx, in_ch)).parameters())
         for method in methods:
             # GHN predictions are deterministic: one seed suffices (it only matters for fallbacks).
             seeds = cfg["seeds"][:1] if method in GHN_METHODS else cfg["seeds"]
@@ -272,8 +280,9 @@ def _plot(summary: list[dict[str, Any]], cfg: dict[str, Any], quick: bool) -> li
         ax.set_xlabel("precision")
     axes[0][0].set_ylabel("zero-shot test accuracy (%)")
     axes[0][-1].legend(fontsize=8)
-    fig.suptitle("Zero-shot accuracy after init + BN recalibration (mean ± std; dotted: chance)", y=1.04)
-    written.append(str(results.save_figure(fig, NAME, quick)))
+    fig.suptitle(f"Zero-shot accuracy on {dataset_title(cfg['dataset'])} after init + BN recalibration "
+                 "(mean ± std; dotted: chance)", y=1.04)
+    written.append(str(results.save_figure(fig, cfg["name"], quick)))
     plt.close(fig)
 
     if len(methods) > 6:
@@ -292,7 +301,7 @@ def _plot(summary: list[dict[str, Any]], cfg: dict[str, Any], quick: bool) -> li
             ax.set_yticks(range(len(methods)), methods)
             ax.set_title(f"split: {split}")
         fig.colorbar(im, ax=axes[0].tolist(), label="accuracy (%)")
-        written.append(str(results.save_figure(fig, NAME, quick, suffix="_heatmap")))
+        written.append(str(results.save_figure(fig, cfg["name"], quick, suffix="_heatmap")))
         plt.close(fig)
     return written
 
@@ -313,7 +322,9 @@ def _markdown(summary, cfg, skipped, elapsed, threads, pngs) -> str:
         f"- methods: {', '.join(m for m in cfg['methods'] if m not in skipped)}",
         f"- precisions: {bits}",
         f"- seeds: {', '.join(map(str, cfg['seeds']))} (classic methods); GHN methods run once",
-        f"- test subset: {cfg['test_size'] or 10000} fixed Fashion-MNIST test images (seeded draw, the same for "
+        f"- dataset: {dataset_title(cfg['dataset'])}",
+        f"- test subset: {cfg['test_size'] or 10000} fixed {dataset_title(cfg['dataset'])} test images (seeded "
+        "draw, the same for "
         "every method, architecture and seed)",
         f"- BN recalibration: {cfg['recal_batches']} training batches of {cfg['batch_size']}; activation "
         f"calibration: {cfg['calib_batches']} of the same batches (the same batches for every method)",
@@ -334,8 +345,8 @@ def _markdown(summary, cfg, skipped, elapsed, threads, pngs) -> str:
     body = "\n".join(lines) + "\n\n" + _tables(summary, cfg)
     if pngs:
         body += "\n\n## Figures\n\n" + "\n".join(f"![{p.rsplit('/', 1)[-1]}]({p.rsplit('/', 1)[-1]})" for p in pngs)
-    body += f"\n\nRaw rows: `{results.result_path(NAME, cfg['quick'], 'csv').name}`; summary: " \
-            f"`{results.result_path(NAME + '_summary', cfg['quick'], 'csv').name}`."
+    body += f"\n\nRaw rows: `{results.result_path(cfg['name'], cfg['quick'], 'csv').name}`; summary: " \
+            f"`{results.result_path(cfg['name'] + '_summary', cfg['quick'], 'csv').name}`."
     return body
 
 
@@ -355,9 +366,11 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         elapsed = time.perf_counter() - t0
         summary = summarize(rows, cfg)
-        paths = [results.write_csv(NAME, rows, args.quick), results.write_csv(NAME + "_summary", summary, args.quick)]
+        name = cfg["name"]
+        paths = [results.write_csv(name, rows, args.quick), results.write_csv(name + "_summary", summary, args.quick)]
         pngs = _plot(summary, cfg, args.quick)
-        md = results.write_markdown(NAME, "Zero-shot quantized accuracy of each initializer",
+        md = results.write_markdown(name, "Zero-shot quantized accuracy of each initializer"
+                                    + ("" if name == NAME else f", {dataset_title(args.dataset)}"),
                                     _markdown(summary, cfg, skipped, elapsed, torch.get_num_threads(), pngs),
                                     args.quick)
         for p in [*paths, *pngs, md]:

@@ -1,8 +1,9 @@
 """The init_study and qat_from_init benchmarks in --quick mode: outputs exist and hold sane values.
 
-Each benchmark runs in a subprocess through the CLI dispatcher (``torch-qinit bench NAME --quick``)
-with stand-in GHN checkpoints in a temporary ``TORCH_QINIT_WEIGHTS_DIR``, so the tests behave the
-same whether or not the real bundled weights are installed (and no cache leaks between tests).
+On Fashion-MNIST each benchmark runs in a subprocess through the CLI dispatcher (``torch-qinit bench
+NAME --quick``) with stand-in GHN checkpoints in a temporary ``TORCH_QINIT_WEIGHTS_DIR``, so the tests
+behave the same whether or not the real bundled weights are installed (and no cache leaks between tests).
+On CIFAR-10 they run in-process on tiny generated batches. Results always go to a temporary --out.
 """
 from __future__ import annotations
 
@@ -16,18 +17,21 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
+
+pytest.importorskip("matplotlib")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _needs_data_and_plotting():
-    pytest.importorskip("matplotlib")
+def _have_fmnist() -> bool:
     from torch_qinit.data import DatasetNotFoundError, load_fashion_mnist
 
     try:
         load_fashion_mnist("test")
-    except DatasetNotFoundError as exc:
-        pytest.skip(f"Fashion-MNIST not installed: {exc}")
+    except DatasetNotFoundError:
+        return False
+    return True
+
+
+needs_fmnist = pytest.mark.skipif(not _have_fmnist(), reason="Fashion-MNIST not installed")
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +41,11 @@ def standin_weights(tmp_path_factory) -> Path:
     from torch_qinit.hub import save_pretrained
 
     root = tmp_path_factory.mktemp("weights")
-    for name, bits in (("ghn-qat", (2, 3, 4, 8)), ("ghn", ())):
-        save_pretrained(GHN(GHNConfig(hidden=32, layers=1, heads=4, decoder_rank=8, bits=bits)), root / name)
+    # Under the Fashion-MNIST names and, at 3x32x32, the CIFAR-10 ones (for a per-input checkpoint choice).
+    for suffix, shape in (("", (1, 28, 28)), ("-cifar10", (3, 32, 32))):
+        for name, bits in (("ghn-qat", (2, 3, 4, 8)), ("ghn", ())):
+            save_pretrained(GHN(GHNConfig(hidden=32, layers=1, heads=4, decoder_rank=8, bits=bits,
+                                          input_shape=shape)), root / (name + suffix))
     return root
 
 
@@ -69,9 +76,11 @@ def frac(v: str) -> float:
     return x
 
 
-def test_init_study_quick(standin_weights):
-    bench("init_study", standin_weights)
-    rows = read_csv(RESULTS / "init_study.quick.csv")
+@needs_fmnist
+def test_init_study_quick(standin_weights, tmp_path):
+    out = tmp_path
+    bench("init_study", standin_weights, "--out", str(out))
+    rows = read_csv(out / "init_study.quick.csv")
     assert {(r["block"], r["init"]) for r in rows} == {("conv_bn", "he_normal"), ("conv_bn", "ghn-qat")}
     for r in rows:
         assert r["status"] == "ok", r
@@ -84,32 +93,34 @@ def test_init_study_quick(standin_weights):
     ghn_row = next(r for r in rows if r["init"] == "ghn-qat")
     assert float(ghn_row["ghn_share"]) > 0.5  # the stand-in GHN really initialized the net
 
-    layers = read_csv(RESULTS / "init_study_act_ranges.quick.csv")
+    layers = read_csv(out / "init_study_act_ranges.quick.csv")
     # stem + 3 conv_bn blocks + classifier = 5 conv/linear layers per run
     assert len(layers) == 5 * len(rows)
     for r in layers:
         assert float(r["act_min"]) <= float(r["act_max"])
         assert math.isclose(float(r["act_range"]), float(r["act_max"]) - float(r["act_min"]), rel_tol=1e-9)
 
-    summary = read_csv(RESULTS / "init_study_summary.quick.csv")
+    summary = read_csv(out / "init_study_summary.quick.csv")
     assert len(summary) == 2 and all(r["seeds"] == "1" for r in summary)
-    check_png(RESULTS / "init_study.quick.png")
-    md = (RESULTS / "init_study.quick.md").read_text()
+    check_png(out / "init_study.quick.png")
+    md = (out / "init_study.quick.md").read_text()
     for needle in ("# Initializer study", "| block | he_normal | ghn-qat |", "## Reading", "init_study.quick.png",
-                   "- command: `torch-qinit bench init_study --quick`"):
+                   "- command: `torch-qinit bench init_study --quick --out"):
         assert needle in md, needle
 
 
-def test_qat_from_init_quick(standin_weights):
-    bench("qat_from_init", standin_weights)
-    rows = read_csv(RESULTS / "qat_from_init.quick.csv")
+@needs_fmnist
+def test_qat_from_init_quick(standin_weights, tmp_path):
+    out = tmp_path
+    bench("qat_from_init", standin_weights, "--out", str(out))
+    rows = read_csv(out / "qat_from_init.quick.csv")
     assert {(r["arch"], r["bits"], r["method"]) for r in rows} == {
         ("2", b, m) for b in ("4", "2") for m in ("ghn-qat", "he_normal")}
     for r in rows:
         assert r["status"] == "ok", r
         frac(r["acc_step0"]), frac(r["final_acc"])
         assert float(r["best_acc"]) >= max(float(r["acc_step0"]), float(r["final_acc"]))
-    curves = read_csv(RESULTS / "qat_from_init_curves.quick.csv")
+    curves = read_csv(out / "qat_from_init_curves.quick.csv")
     assert len(curves) == 3 * len(rows)  # steps 0 (zero-shot), 2, 4
     assert sorted({int(r["step"]) for r in curves}) == [0, 2, 4]
     for r in curves:
@@ -117,20 +128,21 @@ def test_qat_from_init_quick(standin_weights):
     step0 = {(r["bits"], r["method"]): r["acc"] for r in curves if r["step"] == "0"}
     assert all(step0[(r["bits"], r["method"])] == r["acc_step0"] for r in rows)
 
-    summary = read_csv(RESULTS / "qat_from_init_summary.quick.csv")
+    summary = read_csv(out / "qat_from_init_summary.quick.csv")
     assert len(summary) == 4
     for s in summary:
         assert s["target_method"] == "he_normal"  # the only classic init in the quick run
         assert s["steps_to_target"] == "not reached" or int(s["steps_to_target"]) in (0, 2, 4)
         if s["method"] == "he_normal":  # the target's own method reaches it by its last step at the latest
             assert s["steps_to_target"] != "not reached"
-    check_png(RESULTS / "qat_from_init.quick.png")
-    md = (RESULTS / "qat_from_init.quick.md").read_text()
+    check_png(out / "qat_from_init.quick.png")
+    md = (out / "qat_from_init.quick.md").read_text()
     for needle in ("# QAT from initialization", "steps to target", "## Reading", "qat_from_init.quick.png",
-                   "W2A2", "- command: `torch-qinit bench qat_from_init --quick`"):
+                   "W2A2", "- command: `torch-qinit bench qat_from_init --quick --out"):
         assert needle in md, needle
 
 
+@needs_fmnist
 def test_missing_ghn_weights_are_skipped_with_a_note(tmp_path):
     empty = tmp_path / "no_weights"
     empty.mkdir()
@@ -142,3 +154,62 @@ def test_missing_ghn_weights_are_skipped_with_a_note(tmp_path):
     md = (out / "qat_from_init.quick.md").read_text()
     assert "`ghn-qat` skipped" in md
     check_png(out / "qat_from_init.quick.png")
+
+
+@pytest.fixture
+def in_process_weights(standin_weights, monkeypatch):
+    """The stand-in checkpoints for an in-process run, with the GHN caches reset around it."""
+    from benchmarks import common
+    from torch_qinit import initialize
+
+    monkeypatch.setenv("TORCH_QINIT_WEIGHTS_DIR", str(standin_weights))
+    initialize._ghn_cache.clear()
+    common._ghn_check.cache_clear()
+    yield standin_weights
+    initialize._ghn_cache.clear()
+    common._ghn_check.cache_clear()
+
+
+def test_init_study_quick_cifar10(in_process_weights, tmp_path, monkeypatch):
+    from tiny_cifar import use_tiny_cifar
+
+    from benchmarks import init_study
+
+    data = use_tiny_cifar(tmp_path, monkeypatch, n_train=80, n_test=40)
+    out = tmp_path / "out"
+    assert init_study.main(["--quick", "--dataset", "cifar10", "--data-dir", str(data), "--out", str(out)]) == 0
+    assert not (out / "init_study.quick.csv").exists()
+    rows = read_csv(out / "init_study_cifar10.quick.csv")
+    assert {r["init"] for r in rows} == {"he_normal", "ghn-qat"}
+    expected = sum(p.numel() for p in init_study.build_net("conv_bn", 3).build().parameters())
+    for r in rows:
+        assert r["status"] == "ok", r
+        frac(r["float_acc"]), frac(r["w4a4_acc"])
+        assert int(r["params"]) == expected  # built for 3 input channels
+    assert len(read_csv(out / "init_study_cifar10_act_ranges.quick.csv")) == 5 * len(rows)
+    check_png(out / "init_study_cifar10.quick.png")
+    md = (out / "init_study_cifar10.quick.md").read_text()
+    assert "# Initializer study: PTQ after float training, CIFAR-10" in md and "CIFAR-10, 80 training / 40 test" in md
+
+
+def test_qat_from_init_quick_cifar10(in_process_weights, tmp_path, monkeypatch):
+    from tiny_cifar import use_tiny_cifar
+
+    from benchmarks import qat_from_init
+    from torch_qinit.space import build_arch
+
+    data = use_tiny_cifar(tmp_path, monkeypatch, n_train=80, n_test=40)
+    out = tmp_path / "out"
+    assert qat_from_init.main(["--quick", "--dataset", "cifar10", "--data-dir", str(data), "--bits", "4",
+                               "--out", str(out)]) == 0
+    assert not (out / "qat_from_init.quick.csv").exists()
+    rows = read_csv(out / "qat_from_init_cifar10.quick.csv")
+    assert {r["method"] for r in rows} == {"ghn-qat", "he_normal"}
+    expected = sum(p.numel() for p in build_arch("test", 2, 3).parameters())
+    for r in rows:
+        assert r["status"] == "ok", r
+        frac(r["acc_step0"]), frac(r["final_acc"])
+        assert int(r["params"]) == expected
+    assert sorted({int(r["step"]) for r in read_csv(out / "qat_from_init_cifar10_curves.quick.csv")}) == [0, 2, 4]
+    check_png(out / "qat_from_init_cifar10.quick.png")
+    assert "CIFAR-10, 80 training examples" in (out / "qat_from_init_cifar10.quick.md").read_text()

@@ -41,10 +41,12 @@ def stand_in_weights(tmp_path, monkeypatch):
     from torch_qinit.hub import WEIGHTS_DIR_ENV, save_pretrained
 
     torch.manual_seed(0)
-    for name, bits in (("ghn-qat", (2, 3, 4, 8)), ("ghn", ())):
-        cfg = GHNConfig(hidden=32, layers=1, heads=4, decoder_rank=8, bits=bits,
-                        method="ghn-qat" if bits else "ghn")
-        save_pretrained(GHN(cfg), tmp_path / "w" / name)
+    # Under the Fashion-MNIST names and, at 3x32x32, the CIFAR-10 ones (for a per-input checkpoint choice).
+    for suffix, shape in (("", (1, 28, 28)), ("-cifar10", (3, 32, 32))):
+        for name, bits in (("ghn-qat", (2, 3, 4, 8)), ("ghn", ())):
+            cfg = GHNConfig(hidden=32, layers=1, heads=4, decoder_rank=8, bits=bits, input_shape=shape,
+                            method="ghn-qat" if bits else "ghn")
+            save_pretrained(GHN(cfg), tmp_path / "w" / (name + suffix))
     monkeypatch.setenv(WEIGHTS_DIR_ENV, str(tmp_path / "w"))
     _clear_ghn_caches()
     yield
@@ -61,8 +63,8 @@ def _check_png(path: Path) -> None:
     assert path.is_file() and path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 1000
 
 
-def _check_zero_shot(out: Path, expect_ghn: bool) -> None:
-    rows = _rows(out / "zero_shot.quick.csv")
+def _check_zero_shot(out: Path, expect_ghn: bool, name: str = "zero_shot") -> None:
+    rows = _rows(out / f"{name}.quick.csv")
     assert rows
     for r in rows:
         assert 0.0 <= float(r["accuracy"]) <= 1.0
@@ -71,16 +73,16 @@ def _check_zero_shot(out: Path, expect_ghn: bool) -> None:
             assert float(r["qmse"]) > 0 and math.isfinite(float(r["sqnr_db"]))
     methods = {r["method"] for r in rows}
     assert {"he_normal", "glorot_uniform"} <= methods
-    md = (out / "zero_shot.quick.md").read_text()
+    md = (out / f"{name}.quick.md").read_text()
     assert "Accuracy (%)" in md and "SQNR" in md and "deterministic" in md and "test subset" in md
     assert all(int(r["ghn_params"]) > 0 for r in rows if r["method"].startswith("ghn"))
     if expect_ghn:
         assert "ghn-qat" in methods
     else:
         assert "ghn-qat" not in methods and "ghn-qat skipped" in md
-    summary = _rows(out / "zero_shot_summary.quick.csv")
+    summary = _rows(out / f"{name}_summary.quick.csv")
     assert all(0.0 <= float(s["acc_mean"]) <= 1.0 and float(s["acc_std"]) >= 0 for s in summary)
-    _check_png(out / "zero_shot.quick.png")
+    _check_png(out / f"{name}.quick.png")
 
 
 @needs_data
@@ -116,6 +118,36 @@ def test_zero_shot_quick_without_ghn_weights(tmp_path, monkeypatch):
         monkeypatch.delenv(WEIGHTS_DIR_ENV)
         _clear_ghn_caches()
     _check_zero_shot(tmp_path, expect_ghn=False)
+
+
+def test_zero_shot_quick_cifar10(tmp_path, stand_in_weights, monkeypatch):
+    from tiny_cifar import use_tiny_cifar
+
+    from torch_qinit.space import build_arch
+
+    data = use_tiny_cifar(tmp_path, monkeypatch, n_train=80, n_test=40)
+    out = tmp_path / "out"
+    assert zero_shot.main(["--quick", "--dataset", "cifar10", "--data-dir", str(data), "--out", str(out)]) == 0
+    _check_zero_shot(out, expect_ghn=True, name="zero_shot_cifar10")
+    assert not (out / "zero_shot.quick.csv").exists()  # Fashion-MNIST results are left alone
+    rows = _rows(out / "zero_shot_cifar10.quick.csv")
+    # the held-out archs were built for 3x32x32 input
+    for r in rows:
+        assert int(r["params"]) == sum(p.numel() for p in build_arch(r["split"], int(r["arch"]), 3).parameters())
+    assert int(rows[0]["params"]) != sum(p.numel() for p in build_arch(rows[0]["split"], int(rows[0]["arch"])).parameters())
+    md = (out / "zero_shot_cifar10.quick.md").read_text()
+    assert "CIFAR-10 test images" in md and "# Zero-shot quantized accuracy of each initializer, CIFAR-10" in md
+
+
+def test_common_result_names_and_data():
+    assert common.result_name("zero_shot", "fmnist") == "zero_shot"
+    assert common.result_name("zero_shot", "cifar10") == "zero_shot_cifar10"
+    assert (common.in_channels("cifar10"), common.in_channels("fmnist")) == (3, 1)
+    parser = common.common_args(__import__("argparse").ArgumentParser())
+    assert parser.parse_args([]).dataset == "fmnist"
+    assert parser.parse_args(["--dataset", "cifar10"]).dataset == "cifar10"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--dataset", "mnist"])
 
 
 def _check_speed(out: Path, expect_ghn: bool) -> None:

@@ -107,28 +107,11 @@ def test_demo_bad_arguments(capsys):
     assert main(["demo", "--bits", "1"]) == 2
 
 
-def _tiny_cifar(directory, n_train=40, n_test=20, seed=0):
-    """CIFAR-10 binary batches (1 label byte + 3072 pixel bytes per record) with few images."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, n in [(f"data_batch_{i}.bin", n_train // 5) for i in range(1, 6)] + [("test_batch.bin", n_test)]:
-        rec = rng.integers(0, 256, size=(n, 3073), dtype=np.uint8)
-        rec[:, 0] = np.arange(n) % 10
-        (directory / name).write_bytes(rec.tobytes())
-    return directory
-
-
 @pytest.fixture
 def tiny_cifar(tmp_path, monkeypatch):
-    """A tiny CIFAR-10 folder; the canonical 50000/10000 count check is relaxed to its size."""
-    from torch_qinit.data import cifar10
+    from tiny_cifar import use_tiny_cifar
 
-    monkeypatch.setenv("TORCH_QINIT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setitem(cifar10.SPLIT_SIZES, "train", 40)
-    monkeypatch.setitem(cifar10.SPLIT_SIZES, "test", 20)
-    return _tiny_cifar(tmp_path / "cifar-10-batches-bin")
+    return use_tiny_cifar(tmp_path, monkeypatch)
 
 
 def test_train_cifar10(tiny_cifar, tmp_path):
