@@ -413,3 +413,39 @@ def test_fail_on_divergence(project, capsys):
     run = res["runs"][0]
     assert run["diverged"] is True and run["stopped_at"] < 40
     assert [s for s, _ in run["curve"]][-1] == 40  # padded to the full budget for the mean curves
+
+
+# --------------------------------------------------------------------------- GHN methods and built-in data
+
+
+def test_ghn_method_runs_on_a_user_model(project):
+    ns: dict = {}
+    exec(MODEL_SRC, ns)
+    exec(DATA_SRC, ns)
+    res = compare(ns["tiny"], ns["loaders"], methods=["ghn-qat", "he_normal"], bits=4, steps=2, eval_every=1)
+    ghn = next(r for r in res.runs if r.method == "ghn-qat")
+    assert ghn.status == "ok", ghn.error
+    assert ghn.fallback_params == 0  # conv, BN and linear: all served by the GHN
+    assert res.config["ghn_weights"]["ghn-qat"].startswith("bundled:ghn-qat")
+    assert any("ghn-qat" in v and "classic init (he_normal)" in v for v in markdown(res).splitlines())
+
+
+def test_builtin_datasets_are_forwarded(monkeypatch, tmp_path):
+    import torch_qinit.data as data
+    from torch_qinit.compare import resolve_data
+
+    seen = {}
+
+    def fake(batch_size=128, data_dir=None, train_subset=None, test_subset=None, seed=0):
+        seen.update(batch_size=batch_size, data_dir=data_dir, train_subset=train_subset, test_subset=test_subset)
+        ds = TensorDataset(torch.zeros(4, 3, 32, 32), torch.zeros(4, dtype=torch.int64))
+        return DataLoader(ds, batch_size=2), DataLoader(ds, batch_size=2)
+
+    monkeypatch.setattr(data, "cifar10_loaders", fake)
+    got = resolve_data("cifar10", data_dir="somewhere", batch_size=32, train_size=100, test_size=50)
+    assert seen == {"batch_size": 32, "data_dir": "somewhere", "train_subset": 100, "test_subset": 50}
+    assert got.name.startswith("CIFAR-10 (4 train / 4 test")
+    with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
+        resolve_data("fmnist", data_dir=tmp_path / "empty")
+    with pytest.raises(CompareError, match="needs --data-dir"):
+        resolve_data("imagefolder")

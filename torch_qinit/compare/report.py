@@ -83,7 +83,7 @@ def markdown(result: CompareResult, outcomes: Sequence[GateOutcome] = ()) -> str
              f"{budget}; seeds {', '.join(map(str, c['seeds']))}; test accuracy in %"
              + (", mean ± std over seeds" if n_seeds > 1 else "") + f". {result.machine}; "
              f"total {_secs(result.seconds)}.", ""]
-    final_col = f"after {c['steps']} QAT steps"
+    final_col = f"after {c['steps']} QAT steps" if result.trained else "after QAT (not run)"
     lines += [f"| bits | method | zero-shot | {final_col} | steps to target | time / run | status |",
               "|---|---|---|---|---|---|---|"]
     for w, a in result.bit_configs():

@@ -62,7 +62,7 @@ def machine_string() -> str:
     """Where a result was measured: CPU architecture and count, torch version and threads, GPU if used."""
     gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return (f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads{gpu}")
+            f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}{gpu}")
 
 
 def parse_int_list(text: str | int | Sequence[int], what: str) -> list[int]:
