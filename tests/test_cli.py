@@ -134,3 +134,48 @@ def test_train_missing_dataset(tmp_path, monkeypatch, capsys):
     assert main(["train", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "cifar-10-batches-py" in err and "--data-dir" in err
+
+
+@pytest.fixture
+def cifar_weights(tmp_path):
+    """Stand-in CIFAR-10 checkpoints (3x32x32) under the bundled CIFAR-10 names, and nothing else."""
+    torch.manual_seed(0)
+    d = tmp_path / "cifar_weights"
+    for name, bits, method in (("ghn-qat-cifar10", (2, 3, 4, 8), "ghn-qat"), ("ghn-cifar10", (), "ghn")):
+        save_pretrained(GHN(GHNConfig(hidden=32, layers=1, heads=4, decoder_rank=8, bits=bits, method=method,
+                                      input_shape=(3, 32, 32))), d / name)
+    return d
+
+
+def test_demo_cifar10(tiny_cifar, cifar_weights, tmp_path, monkeypatch, capsys):
+    from torch_qinit.space import get_arch
+
+    monkeypatch.setenv(WEIGHTS_DIR_ENV, "/nonexistent")  # restored after; --weights-dir sets it
+    out_dir = tmp_path / "out"
+    rc = main(["demo", "--dataset", "cifar10", "--data-dir", str(tiny_cifar), "--archs", "1", "--qat-steps", "2",
+               "--batch-size", "8", "--calib-batches", "2", "--no-progress", "--no-plot",
+               "--weights-dir", str(cifar_weights), "--out", str(out_dir)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "W4A4 on CIFAR-10 (40 train / 20 test" in out and "MISSING" not in out
+    assert "ghn-qat-cifar10" in out and "trained on 3x32x32 input" in out
+    rows = _read_results(out_dir)
+    assert [r["method"] for r in rows] == ["ghn-qat", "ghn", "he_normal", "glorot_uniform"]
+    for r in rows:
+        assert 0.0 <= float(r["zero_shot_w4a4"]) <= 1.0 and 0.0 <= float(r["qat2_w4a4"]) <= 1.0
+    # the architecture was built for 3-channel input
+    n_params = sum(p.numel() for p in get_arch("test", 0, 3).build().parameters())
+    assert f"| 0 | {n_params} |" in (out_dir / "summary.md").read_text()
+    assert "# torch-qinit demo: W4A4 on CIFAR-10" in (out_dir / "summary.md").read_text()
+
+
+def test_demo_cifar10_does_not_substitute_fashion_checkpoints(tiny_cifar, weights_dir, tmp_path, monkeypatch,
+                                                              capsys):
+    monkeypatch.setenv(WEIGHTS_DIR_ENV, str(weights_dir))  # holds ghn-qat/ and ghn/ (Fashion-MNIST) only
+    rc = main(["demo", "--dataset", "cifar10", "--data-dir", str(tiny_cifar), "--archs", "1", "--qat-steps", "0",
+               "--batch-size", "8", "--calib-batches", "1", "--no-progress", "--no-plot",
+               "--methods", "ghn-qat,he_normal", "--out", str(tmp_path / "out")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "ghn-qat: MISSING" in out and "ghn-qat-cifar10" in out
+    assert [r["method"] for r in _read_results(tmp_path / "out")] == ["he_normal"]

@@ -1,7 +1,8 @@
 """`torch-qinit demo` (`make demo`): does the starting point matter for 4-bit QAT?
 
-On Fashion-MNIST, for a few held-out architectures of the design space (`get_arch("test", i)`),
-each initializer (GHN-QAT, float GHN, He normal, Glorot uniform) is measured twice at WbAb:
+On Fashion-MNIST (or CIFAR-10 with --dataset cifar10), for a few held-out architectures of the
+design space (`get_arch("test", i)`), each initializer (GHN-QAT, float GHN, He normal, Glorot
+uniform) is measured twice at WbAb:
 
 * zero-shot: initialize, recalibrate BN, fold BN, fake-quantize, test accuracy (DESIGN §4);
 * after a short QAT run from that init (`torch_qinit.qat.qat_finetune`, same batches for every method).
@@ -11,6 +12,7 @@ Defaults fit in a few minutes on 2 CPU cores.
 
     torch-qinit demo
     torch-qinit demo --archs 3 --qat-steps 100 --out /tmp/demo
+    torch-qinit demo --dataset cifar10 --data-dir ~/data/cifar-10-batches-py
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from typing import Any
 
 import torch
 
+from torch_qinit.data.registry import DATASET_NAMES
 from torch_qinit.initialize import GHN_METHODS
 
 DEFAULT_METHODS = ("ghn-qat", "ghn", "he_normal", "glorot_uniform")
@@ -56,11 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test images for the intermediate points of the QAT curves (default 2000; 0: the full "
                         "test set); zero-shot and final accuracies always use the whole test set")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dataset", choices=DATASET_NAMES, default="fmnist",
+                   help="fmnist (1x28x28, default) or cifar10 (3x32x32; uses the ghn-qat-cifar10/ghn-cifar10 "
+                        "checkpoints)")
     p.add_argument("--data-dir", default=None,
-                   help="Fashion-MNIST IDX folder (default /usr/share/datasets/fashion-mnist)")
+                   help="dataset folder: Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist); "
+                        "CIFAR-10 python/binary batches, image folder or .tar.gz (default "
+                        "$TORCH_QINIT_CIFAR10_DIR, then what `make cifar10` prepared)")
     p.add_argument("--weights-dir", default=None,
-                   help="folder holding the ghn-qat/ and ghn/ checkpoints (sets TORCH_QINIT_WEIGHTS_DIR; "
-                        "default: the bundled weights)")
+                   help="folder holding the ghn-qat/ and ghn/ checkpoints (ghn-qat-cifar10/ and ghn-cifar10/ "
+                        "for CIFAR-10; sets TORCH_QINIT_WEIGHTS_DIR; default: the bundled weights)")
     p.add_argument("--out", default="demo_results", help="output folder (default ./demo_results)")
     # One thread by default: the demo's nets are tiny (<= 0.1M parameters, 28x28 inputs), so intra-op
     # threads gain little, while oversubscribed cores (any other busy process) made 2 threads 3-4x slower.
@@ -109,8 +117,16 @@ def _subset(ds: Any, n: int | None, seed: int) -> Any:
     return TensorDataset(*(t[idx] for t in ds.tensors))
 
 
-def _load_ghns(methods: list[str]) -> tuple[dict[str, torch.nn.Module], dict[str, str]]:
-    """Load the bundled GHN checkpoints the demo needs; a missing one is reported, not fatal."""
+def checkpoint_name(method: str, dataset: str) -> str:
+    """The bundled checkpoint of a GHN method for a dataset: ``ghn-qat`` on Fashion-MNIST, ``ghn-qat-cifar10``..."""
+    return method if dataset == "fmnist" else f"{method}-{dataset}"
+
+
+def _load_ghns(methods: list[str], dataset: str = "fmnist") -> tuple[dict[str, torch.nn.Module], dict[str, str]]:
+    """Load the bundled GHN checkpoints the demo needs for `dataset`; a missing one is reported, not fatal.
+
+    A checkpoint trained on other data is not substituted: it would measure the wrong thing.
+    """
     from torch_qinit.hub import GHNLoadError, load_ghn
 
     ghns: dict[str, torch.nn.Module] = {}
@@ -118,10 +134,11 @@ def _load_ghns(methods: list[str]) -> tuple[dict[str, torch.nn.Module], dict[str
     for m in methods:
         if m not in GHN_METHODS:
             continue
+        name = checkpoint_name(m, dataset)
         try:
-            ghns[m] = load_ghn(m)
-        except GHNLoadError as exc:
-            missing[m] = str(exc)
+            ghns[m] = load_ghn(name)
+        except (GHNLoadError, ValueError) as exc:
+            missing[m] = f"{name}: {exc}"
     return ghns, missing
 
 
@@ -206,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TORCH_QINIT_WEIGHTS_DIR"] = str(Path(args.weights_dir).expanduser())
 
     import torch_qinit
-    from torch_qinit.data import DatasetNotFoundError, load_fashion_mnist
+    from torch_qinit.data import DatasetNotFoundError, dataset_info, load_dataset
     from torch_qinit.evaluation import evaluate
     from torch_qinit.hub import bundled_weights_dir
     from torch_qinit.initialize import FALLBACK_METHOD
@@ -230,12 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     eval_every = args.eval_every or max(1, args.qat_steps // 4)
     n_range = max(1, args.calib_batches // 2)  # activation-range calibration batches
     progress = not args.no_progress
+    info = dataset_info(args.dataset)
+    title = info.title
 
     # --- data
     t0 = time.perf_counter()
     try:
-        train_ds = load_fashion_mnist("train", args.data_dir)
-        test_ds = load_fashion_mnist("test", args.data_dir)
+        train_ds = load_dataset(args.dataset, "train", args.data_dir)
+        test_ds = load_dataset(args.dataset, "test", args.data_dir)
     except DatasetNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -251,27 +270,29 @@ def main(argv: list[str] | None = None) -> int:
     t_data = time.perf_counter() - t0
 
     # --- GHN checkpoints
-    ghns, missing = _load_ghns(methods)
-    print(f"torch_qinit demo: W{args.bits}A{args.bits} on Fashion-MNIST ({len(train_ds)} train / {len(test_ds)} "
+    ghns, missing = _load_ghns(methods, args.dataset)
+    print(f"torch_qinit demo: W{args.bits}A{args.bits} on {title} ({len(train_ds)} train / {len(test_ds)} "
           f"test images, loaded in {t_data:.1f} s), {args.archs} held-out architectures, "
           f"{args.qat_steps}-step QAT (batch {args.batch_size}, Adam lr {args.lr:g}), torch threads "
           f"{torch.get_num_threads()}")
     for m, ghn in ghns.items():
         steps = (ghn.config.training or {}).get("steps")
         trained = f"{steps} training steps" if steps else "training not recorded"
+        shape = "x".join(map(str, ghn.config.input_shape))
         print(f"  {m}: {getattr(ghn, 'source_id', '?')} (sha256 {str(getattr(ghn, 'weights_sha256', ''))[:12]}, "
-              f"{trained})")
+              f"{trained}, trained on {shape} input)")
     for m, why in missing.items():
         print(f"  {m}: MISSING, skipped ({why})")
     if missing:
+        folders = " and ".join(f"{checkpoint_name(m, args.dataset)}/" for m in GHN_METHODS)
         print(f"  -> {', '.join(missing)} not run; the other methods still run. Bundled checkpoints live in "
-              f"{bundled_weights_dir()}; --weights-dir DIR uses a folder holding ghn-qat/ and ghn/ instead.")
+              f"{bundled_weights_dir()}; --weights-dir DIR uses a folder holding {folders} instead.")
     active = [m for m in methods if m not in missing]
     if not active:
         print("error: no method left to run", file=sys.stderr)
         return 1
 
-    archs = [get_arch("test", i) for i in range(args.archs)]
+    archs = [get_arch("test", i, info.input_shape[0]) for i in range(args.archs)]
     runs: list[Run] = []
     bar = None
     if progress:
@@ -311,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     # --- report
     total = time.perf_counter() - t_start
     qat_col = f"after {args.qat_steps}-step QAT" if args.qat_steps else "after QAT (skipped)"
-    lines = [f"W{args.bits}A{args.bits} test accuracy on Fashion-MNIST, mean ± std over {len(archs)} held-out "
+    lines = [f"W{args.bits}A{args.bits} test accuracy on {title}, mean ± std over {len(archs)} held-out "
              f"architectures (test split 0..{len(archs) - 1})", "",
              f"{'method':<16} {'zero-shot':>16}   {qat_col:>20}"]
     md = ["| method | zero-shot | " + qat_col + " |", "|---|---|---|"]
@@ -352,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     ghn_lines = [f"- {m}: `{getattr(g, 'source_id', '?')}` sha256 `{getattr(g, 'weights_sha256', '?')}`"
                  for m, g in ghns.items()] + [f"- {m}: checkpoint missing, not run" for m in missing]
     summary_md = "\n".join([
-        f"# torch-qinit demo: W{args.bits}A{args.bits} on Fashion-MNIST", "",
+        f"# torch-qinit demo: W{args.bits}A{args.bits} on {title}", "",
         f"Zero-shot: initialize, recalibrate BN on {args.calib_batches} train batches, fold BN, fake-quantize, "
         f"calibrate ranges on {n_range} train batches, test accuracy. QAT: {args.qat_steps} steps "
         f"(batch {args.batch_size}, Adam lr {args.lr:g}, BN unfolded, STE), test accuracy with the ranges "
