@@ -5,19 +5,24 @@ failure at any point leaves the model exactly as it was.
 """
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import time
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Union
 
 import torch
 from torch import nn
 
-from .graph import capture
+from .graph import ArchGraph, capture_with_note
+from .graph.arch_graph import WEIGHT_OPS
 from .init import apply_classic_init, available_methods
-from .init.registry import classic_values, owned_parameters
+from .init.registry import as_generator, check_writable, classic_values, owned_parameters
 from .quant.fake_quant import check_bits
 from .report import InitReport
 
@@ -28,7 +33,12 @@ GHN_METHODS = ("ghn-qat", "ghn")
 FALLBACK_METHOD = "he_normal"
 _WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 Bits = Union[None, int, Mapping[str, Union[int, None]]]
-_ghn_cache: dict[tuple[str, str | None], nn.Module] = {}
+Weights = Union[str, "os.PathLike[str]", nn.Module, None]
+#: Bundled checkpoints per GHN method: Fashion-MNIST (1×28×28, the default) first, then CIFAR-10 (3×32×32).
+_BUNDLED_BY_METHOD: dict[str, tuple[str, ...]] = {"ghn-qat": ("ghn-qat", "ghn-qat-cifar10"),
+                                                  "ghn": ("ghn", "ghn-cifar10")}
+_SKIPPED = "skipped (empty layer)"
+_ghn_cache: dict[tuple[str, str], _CachedGHN] = {}
 
 
 def methods() -> list[str]:
@@ -39,7 +49,7 @@ def methods() -> list[str]:
 def initialize_(model: nn.Module, bits: Bits = 4, *, method: str = "ghn-qat",
                 weights: str | os.PathLike[str] | nn.Module | None = None, revision: str | None = None,
                 act_bits: Bits = None, strict: bool = False, example_input: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> InitReport:
+                generator: torch.Generator | int | None = None) -> InitReport:
     """Replace `model`'s parameters in place with GHN-predicted (or classic) values.
 
     Args:
@@ -50,12 +60,26 @@ def initialize_(model: nn.Module, bits: Bits = 4, *, method: str = "ghn-qat",
         method: "ghn-qat" (default), "ghn" (float GHN), or a classic
             initializer name (see `methods()`), e.g. "he_normal".
         weights: a bundled checkpoint name, a local directory, a Hugging Face
-            Hub repo id, or a loaded GHN; defaults to the bundled checkpoint of `method`.
+            Hub repo id, or a loaded GHN.  By default, the bundled checkpoint of
+            `method` trained on images like the model's input: the first conv
+            layer's input channels (1: Fashion-MNIST, 3: CIFAR-10; a linear first
+            layer: 784 or 3072 features).  The report's ``weights_note`` says which and why.
         revision: Hub revision to pin (with a repo id).
         act_bits: activation bits, same forms as `bits`; None means same as `bits`.
-        strict: raise instead of falling back when the GHN cannot serve a parameter.
+        strict: raise instead of falling back when the GHN cannot serve a parameter
+            (or predicts a non-finite value), or when no bundled checkpoint matches
+            the model's input channels.
         example_input: an input for graph capture when torch.fx cannot trace the model.
-        generator: RNG for the classic initializer and the fallback.
+        generator: RNG for the classic initializer and the fallback: a
+            ``torch.Generator``, or an int seed (a fresh CPU generator seeded with it).
+
+    Raises:
+        TypeError: `model` is not an nn.Module, `generator` is neither a Generator
+            nor an int, or a GHN method is asked of a torch.jit ScriptModule.
+        ValueError: bad bits/method/name, nothing servable, or `strict`.
+        GHNLoadError: the checkpoint cannot be fetched or is invalid.
+        RuntimeError: a parameter cannot be written (an inference tensor).
+        In every case the model is left exactly as it was.
 
     Returns:
         An `InitReport`; print it for a summary.
@@ -67,6 +91,7 @@ def initialize_(model: nn.Module, bits: Bits = 4, *, method: str = "ghn-qat",
     t0 = time.perf_counter()
     if not isinstance(model, nn.Module):
         raise TypeError(f"initialize_ expects an nn.Module, got {type(model).__name__}")
+    generator = as_generator(generator)  # an int seeds a CPU generator; anything else is a TypeError
     if not any(True for _ in model.parameters()):
         raise ValueError(f"{type(model).__name__} has no parameters to initialize")
     if method not in methods():
@@ -79,55 +104,101 @@ def initialize_(model: nn.Module, bits: Bits = 4, *, method: str = "ghn-qat",
         return InitReport(method=method, sources=sources, bits=bits_per_layer, act_bits=act_per_layer,
                           seconds=time.perf_counter() - t0)
 
-    ghn = _get_ghn(method if weights is None else weights, revision)
-    graph = capture(model, example_input)
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TypeError(
+            f"{type(model).__name__} is a torch.jit ScriptModule, which the GHN methods do not support: TorchScript "
+            "compiles the forward away, so the graph of ops the GHN reads cannot be captured (torch.fx cannot trace "
+            "it, and its layers are not nn.Linear/nn.Conv modules). Call initialize_ on the nn.Module before "
+            "scripting it (scripting keeps the values), or use a classic method, e.g. "
+            f"method={FALLBACK_METHOD!r}, which works on scripted modules")
+
+    graph, capture_note = capture_with_note(model, example_input)
+    choice, weights_note = _choose_weights(method, weights, graph, strict)
+    ghn = _get_ghn(choice, revision)
     ghn_bits, ghn_act, note = _bits_for_ghn(ghn, bits, act_bits if act_bits is not None else bits)
     with torch.no_grad():
         preds = ghn(graph, bits=ghn_bits, act_bits=ghn_act)
 
-    # Decide every parameter's new value before writing any of them.
-    owned = [(name, p) for name, _, _, p in owned_parameters(model)]
+    # Decide every parameter's new value before writing any of them. The first name of a
+    # parameter decides for all its (tied) names.
+    owned = owned_parameters(model)
+    graph_names = set(graph.param_shapes())
+    empty_owners = {id(mod) for _, mod, _, p in owned if p.numel() == 0}
+    decided: dict[int, tuple[torch.Tensor | None, str, str]] = {}  # id -> (value, source, fallback reason)
     fallback_values: dict[int, tuple[torch.Tensor | None, str]] | None = None
-    new_values: dict[int, torch.Tensor] = {}
-    served: set[int] = set()  # ids of parameters the GHN predicted (tied ones under any name)
+    predicted: dict[int, torch.Tensor] = {}
+    params: dict[int, nn.Parameter] = {}
+    for name, mod, _, p in owned:
+        if id(p) in decided or id(p) in predicted:
+            continue
+        params[id(p)] = p
+        if id(mod) in empty_owners:
+            decided[id(p)] = (None, _SKIPPED, "")
+            continue
+        pred = preds.get(name)
+        if pred is not None and tuple(pred.shape) == tuple(p.shape) and p.dtype.is_floating_point:
+            predicted[id(p)] = pred.to(dtype=p.dtype, device=p.device)
+            continue
+        if name not in graph_names:
+            reason = "not in the captured graph"
+        elif isinstance(mod, torch.jit.ScriptModule):
+            reason = "inside a torch.jit ScriptModule, which the GHN cannot read"
+        else:
+            reason = "op not servable by the GHN"
+        decided[id(p)] = (None, "", reason)  # value drawn below
+
+    # A prediction must be finite in the parameter's own dtype (a NaN in a checkpoint, or overflow in float16).
+    bad = _not_finite(predicted)
+    if bad:
+        warnings.warn(f"the GHN ({getattr(ghn, 'source_id', 'unsaved')}) predicted non-finite values for "
+                      f"{len(bad)} parameter(s); they get the classic fallback (see the report)", stacklevel=2)
+    for pid in bad:
+        decided[pid] = (None, "", "GHN prediction not finite (NaN or inf)")
+        del predicted[pid]
+    for pid, (value, source, reason) in list(decided.items()):
+        if reason:
+            if fallback_values is None:  # drawn only when needed: it costs a third of a fully served 25M init
+                fallback_values = classic_values(model, FALLBACK_METHOD, generator)
+            value, desc = fallback_values[pid]
+            p = params[pid]
+            decided[pid] = (None if value is None else value.to(dtype=p.dtype, device=p.device), desc,
+                            f"{reason}; {desc}")
+
     sources: dict[str, str] = {}
     fallback: dict[str, str] = {}
-    graph_names = set(graph.param_shapes())
-    for name, p in owned:
-        pred = preds.get(name)
-        if id(p) in served:  # tied: already predicted under another name
+    skipped: dict[str, str] = {}
+    for name, _, _, p in owned:
+        if id(p) in predicted:
             sources[name] = "ghn"
             continue
-        if pred is not None and id(p) not in new_values and tuple(pred.shape) == tuple(p.shape) \
-                and p.dtype.is_floating_point:
-            new_values[id(p)] = pred
-            served.add(id(p))
-            sources[name] = "ghn"
-            continue
-        if fallback_values is None:  # drawn only when needed: it costs a third of a fully served 25M init
-            fallback_values = classic_values(model, FALLBACK_METHOD, generator)
-        value, desc = fallback_values[id(p)]
-        reason = "not in the captured graph" if name not in graph_names else "op not servable by the GHN"
-        fallback[name] = f"{reason}; {desc}"
-        sources[name] = desc
-        if value is not None:
-            new_values.setdefault(id(p), value)
-    if not any(s == "ghn" for s in sources.values()):
+        _, source, reason = decided[id(p)]
+        sources[name] = source
+        if source == _SKIPPED:
+            skipped[name] = "its layer has a zero-size dimension: nothing to predict, left as it was"
+        else:
+            fallback[name] = reason
+    if not predicted:
+        if bad:
+            raise ValueError(f"every prediction of the GHN ({getattr(ghn, 'source_id', 'unsaved')}) was non-finite "
+                             "(NaN or inf): the checkpoint is broken; nothing was changed")
         raise ValueError(f"the GHN can serve none of {type(model).__name__}'s parameters (it predicts conv, "
                          f"linear and norm layers); use a classic method, e.g. method={FALLBACK_METHOD!r}")
     if strict and fallback:
+        first = next(iter(fallback))
         raise ValueError(f"strict=True: the GHN cannot serve {len(fallback)} parameter(s): "
-                         f"{', '.join(list(fallback)[:10])}")
+                         f"{', '.join(list(fallback)[:10])} ({first}: {fallback[first]})")
 
+    new_values = dict(predicted)
+    new_values.update((pid, value) for pid, (value, _, _) in decided.items() if value is not None)
+    check_writable((name, p) for name, _, _, p in owned if id(p) in new_values)
     with torch.no_grad():
-        for _, p in owned:
-            value = new_values.pop(id(p), None)
-            if value is not None:
-                p.copy_(value.to(dtype=p.dtype, device=p.device))
+        for pid, value in new_values.items():
+            params[pid].copy_(value)
     weights_id, sha = getattr(ghn, "source_id", "unsaved"), getattr(ghn, "weights_sha256", None)
-    report = InitReport(method=method, sources=sources, fallback=fallback, capture_method=graph.method,
-                        bits=bits_per_layer, act_bits=act_per_layer, ghn_bits_note=note,
-                        seconds=time.perf_counter() - t0, weights_id=weights_id, weights_sha256=sha)
+    report = InitReport(method=method, sources=sources, fallback=fallback, skipped=skipped,
+                        capture_method=graph.method, capture_note=capture_note, bits=bits_per_layer,
+                        act_bits=act_per_layer, ghn_bits_note=note, seconds=time.perf_counter() - t0,
+                        weights_id=weights_id, weights_sha256=sha, weights_note=weights_note)
     logger.info("%s", report)
     return report
 
@@ -145,18 +216,6 @@ def _bits_per_layer(model: nn.Module, bits: Bits, what: str) -> dict[str, Any]:
         return {n: bits.get(n) for n in layers if n in bits}
     check_bits(bits, what)
     return {n: bits for n in layers}
-
-
-def _get_ghn(weights: str | os.PathLike[str] | nn.Module, revision: str | None) -> nn.Module:
-    """A loaded GHN, cached per (name, revision): loading is the slow part of a repeated call."""
-    if isinstance(weights, nn.Module):
-        return weights.eval()
-    key = (os.fspath(weights), revision)
-    if key not in _ghn_cache:
-        from .hub import load_ghn  # huggingface_hub is imported only when a GHN is needed
-
-        _ghn_cache[key] = load_ghn(key[0] if key[0] != "ghn-qat" else "default", revision=revision)
-    return _ghn_cache[key]
 
 
 def _nearest_trained(b: int | None, trained: tuple[int, ...]) -> int | None:
@@ -185,3 +244,158 @@ def _bits_for_ghn(ghn: nn.Module, bits: Bits, act_bits: Bits) -> tuple[Any, Any,
         note = f"bits not seen in GHN training (trained on {list(trained)}) were fed as the nearest trained width"
         warnings.warn(note, stacklevel=3)
     return gb, ga, note
+
+
+def _not_finite(values: dict[int, torch.Tensor]) -> list[int]:
+    """Ids of the values holding a NaN or inf: one host sync per device, not one per tensor."""
+    by_device: dict[torch.device, list[int]] = {}
+    for pid, v in values.items():
+        if not v.is_meta:  # a meta model has no values to check
+            by_device.setdefault(v.device, []).append(pid)
+    bad: list[int] = []
+    for ids in by_device.values():
+        flags = torch.stack([torch.isfinite(values[i]).all() for i in ids]).tolist()
+        bad += [i for i, ok in zip(ids, flags) if not ok]
+    return bad
+
+
+def _first_layer(graph: ArchGraph) -> tuple[str, str, int] | None:
+    """(op, layer name, inputs) of the first conv or linear layer the data reaches: input channels
+    for a conv, input features for a linear layer; None without one."""
+    for node in graph.nodes:
+        if node.op in WEIGHT_OPS and len(node.params.get("weight", ())) >= 2:
+            w = node.params["weight"]
+            if node.op == "linear":
+                return node.op, node.name, int(w[1])
+            return node.op, node.name, int(w[1]) * int(node.attrs.get("groups", 1))
+    return None
+
+
+def _checkpoint_input(name: str) -> tuple[str, tuple[int, ...], bool]:
+    """(dataset, input shape, installed) of a bundled checkpoint; an installed config.json's input_shape wins."""
+    from .hub import BUNDLED_INPUTS, CONFIG_NAME, WEIGHTS_NAME, bundled_checkpoint_dir
+
+    dataset, shape = BUNDLED_INPUTS[name]
+    directory = bundled_checkpoint_dir(name)
+    installed = (directory / WEIGHTS_NAME).is_file()
+    if installed:
+        try:
+            shape = tuple(int(d) for d in json.loads((directory / CONFIG_NAME).read_text())["input_shape"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # loading it will report what is wrong with the file
+    return dataset, shape, installed
+
+
+def _choose_weights(method: str, weights: Weights, graph: ArchGraph, strict: bool) -> tuple[Weights, str]:
+    """The checkpoint to use and a note on why (issue 9: checkpoint choice).
+
+    ``weights=`` wins.  Otherwise the bundled checkpoint of `method` whose training input matches the
+    model's first conv/linear layer: a conv's input channels (1: Fashion-MNIST, 3: CIFAR-10), or a
+    linear layer's input features when they are a flattened image (784 or 3072).  Any other channel
+    count gets the closest checkpoint with a warning, or a ValueError under `strict`; a linear layer
+    on anything else (tabular data, an embedding) is no image, so it gets the default with a note only.
+    A matching checkpoint that is not installed falls back to the Fashion-MNIST one, with a warning.
+    """
+    if weights is not None:
+        given = "a loaded GHN" if isinstance(weights, nn.Module) else repr(os.fspath(weights))
+        return weights, f"weights={given} was given"
+    candidates = _BUNDLED_BY_METHOD[method]
+    default = candidates[0]
+    inputs = {c: _checkpoint_input(c) for c in candidates}
+    first = _first_layer(graph)
+    if first is None:
+        return default, (f"{default!r} ({inputs[default][0]}), the default: the model has no conv or linear "
+                         "layer to match")
+    op, layer, n = first
+    unit = "input features" if op == "linear" else "input channels"
+
+    def size(c: str) -> int:  # what the first layer takes when fed that checkpoint's training images
+        shape = inputs[c][1]
+        return math.prod(shape) if op == "linear" else shape[0]
+
+    known = ", ".join(f"{size(c)} ({inputs[c][0]})" for c in candidates)
+    matches = [c for c in candidates if size(c) == n]
+    if matches:
+        choice = matches[0]
+        note = f"{choice!r}: first layer {layer!r} takes {n} {unit}, like {inputs[choice][0]}"
+    elif op == "linear":
+        choice = default
+        note = (f"{default!r} ({inputs[default][0]}), the default: first layer {layer!r} is linear with {n} "
+                f"{unit}, not a flattened image of a known size ({known})")
+    else:
+        msg = (f"the first layer {layer!r} of the model takes {n} {unit}; the bundled {method} checkpoints "
+               f"know {known}")
+        if strict:
+            raise ValueError(f"strict=True: {msg}. Pass weights= to choose a checkpoint")
+        choice = min(candidates, key=lambda c: abs(size(c) - n))  # ties: the first, Fashion-MNIST
+        warnings.warn(f"{msg}; using the closest, {choice!r} ({inputs[choice][0]}). Expect less benefit "
+                      "than on its own data", stacklevel=3)
+        note = f"{choice!r}, the closest: first layer {layer!r} takes {n} {unit}; the checkpoints know {known}"
+    if not inputs[choice][2] and choice != default:
+        warnings.warn(f"{note}, but {choice!r} is not installed; using {default!r} ({inputs[default][0]}) "
+                      "instead", stacklevel=3)
+        note = f"{default!r} ({inputs[default][0]}) instead of {note}, which is not installed"
+        choice = default
+    return choice, note
+
+
+@dataclass
+class _CachedGHN:
+    ghn: nn.Module
+    identity: tuple[Any, ...]  # stat of config.json and the weights when they were hashed
+    verified_ns: int           # wall-clock time of the last hash check
+    config_sha256: str
+
+
+#: How far apart a file's timestamp and a check must be before the timestamp alone is trusted: within
+#: a filesystem's timestamp granularity a rewrite can keep size, mtime and ctime (FAT: 2 s).
+_RACY_NS = 2_000_000_000
+
+
+def _identity(directory: Path) -> tuple[Any, ...]:
+    from .hub import CONFIG_NAME, WEIGHTS_NAME
+
+    out: list[Any] = []
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        try:
+            st = (directory / name).stat()
+        except OSError:
+            out.append(None)
+            continue
+        out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(out)
+
+
+def _get_ghn(weights: Weights, revision: str | None) -> nn.Module:
+    """A loaded GHN, cached per checkpoint directory while its files stay the same.
+
+    Loading is the slow part of a repeated call.  The cache key is the files' identity (device, inode,
+    size, mtime, ctime); a file touched within `_RACY_NS` of its last check is re-hashed instead, so a
+    replaced or corrupted checkpoint is never served from the cache and the reported sha256 is always
+    one that was checked against config.json.
+    """
+    if isinstance(weights, nn.Module):
+        return weights.eval()
+    from .hub import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint_dir, resolve_checkpoint, sha256_file
+
+    name = os.fspath(weights)
+    directory, source = resolve_checkpoint("default" if name == "ghn-qat" else name, revision=revision)
+    key = (source, str(directory))
+    identity = _identity(directory)
+    entry = _ghn_cache.get(key)
+    if entry is not None and entry.identity == identity:
+        stamps = [t for st in identity if st is not None for t in st[3:]]
+        if max(stamps, default=0) < entry.verified_ns - _RACY_NS:
+            return entry.ghn
+        now = time.time_ns()
+        if (sha256_file(directory / WEIGHTS_NAME) == entry.ghn.weights_sha256
+                and sha256_file(directory / CONFIG_NAME) == entry.config_sha256):
+            entry.verified_ns = now
+            return entry.ghn
+    _ghn_cache.pop(key, None)
+    verified_ns = time.time_ns()
+    config_sha = sha256_file(directory / CONFIG_NAME) if identity[0] is not None else ""
+    ghn = load_checkpoint_dir(directory, source)
+    if _identity(directory) == identity:  # unchanged while loading: what was hashed is what is keyed
+        _ghn_cache[key] = _CachedGHN(ghn, identity, verified_ns, config_sha)
+    return ghn

@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +21,7 @@ from .classic import (
 )
 
 __all__ = ["INITIALIZERS", "get_initializer", "available_methods", "apply_classic_init", "classic_values",
-           "owned_parameters"]
+           "owned_parameters", "as_generator", "check_writable"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,38 @@ def owned_parameters(model: nn.Module) -> list[tuple[str, nn.Module, str, nn.Par
     return out
 
 
+def as_generator(generator: torch.Generator | int | None) -> torch.Generator | None:
+    """`generator` as a ``torch.Generator``: an int seeds a fresh CPU generator; None stays None.
+
+    Raises TypeError for anything else, before any work (``generator=0.5`` would otherwise fail
+    deep inside with ``'float' object has no attribute 'device'``).
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    if isinstance(generator, int) and not isinstance(generator, bool):
+        return torch.Generator().manual_seed(generator)
+    raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
+
+
+def check_writable(params: Iterable[tuple[str, Tensor]]) -> None:
+    """Raise RuntimeError naming the first parameter that ``copy_`` could not write, before any write.
+
+    So a model is either fully initialized or untouched: without this check, a ``Linear`` built
+    under ``torch.inference_mode()`` failed only after the layers before it were overwritten.
+    """
+    in_inference_mode = torch.is_inference_mode_enabled()
+    for name, p in params:
+        if p.is_inference() and not in_inference_mode:
+            raise RuntimeError(
+                f"parameter {name!r} is an inference tensor (created under torch.inference_mode()) and cannot "
+                "be updated in place outside inference mode; nothing was changed. Build the model outside "
+                "inference mode, or replace it with a normal tensor first (module.weight = "
+                "nn.Parameter(module.weight.clone()) outside inference mode)")
+        if p.numel() > 1 and any(st == 0 and n > 1 for st, n in zip(p.stride(), p.shape)):
+            raise RuntimeError(f"parameter {name!r} is an expanded view (a zero stride): its elements share "
+                               "memory, so it cannot hold distinct values; nothing was changed")
+
+
 def _compute_dtype(p: Tensor) -> torch.dtype:
     # Sample in at least float32 so low-precision params get the same draws as float ones.
     return torch.promote_types(p.dtype, torch.float32)
@@ -98,6 +130,8 @@ def _rule_values(
             continue  # tied parameter: initialized once
         if not p.dtype.is_floating_point:
             values[id(p)] = (None, "unchanged (not floating point)")
+        elif p.numel() == 0:  # nothing to draw, and a zero fan-in has no scale
+            values[id(p)] = (None, "unchanged (empty)")
         elif isinstance(mod, _NORM_TYPES):
             fill = 1.0 if local == "weight" else 0.0
             values[id(p)] = (torch.full(p.shape, fill, dtype=p.dtype), "ones" if fill else "zeros")
@@ -137,7 +171,7 @@ def _default_values(
 
 
 def classic_values(
-    model: nn.Module, method: str, generator: torch.Generator | None = None
+    model: nn.Module, method: str, generator: torch.Generator | int | None = None
 ) -> dict[int, tuple[Tensor | None, str]]:
     """New values for `model`'s parameters under `method`, without writing them.
 
@@ -150,13 +184,14 @@ def classic_values(
     if not isinstance(model, nn.Module):
         raise TypeError(f"classic_values expects an nn.Module, got {type(model).__name__}")
     get_initializer(method)  # validates the name
+    generator = as_generator(generator)
     if method in _MODULE_LEVEL:
         return _default_values(model, generator)
     return _rule_values(model, method, generator)
 
 
 def apply_classic_init(
-    model: nn.Module, method: str, generator: torch.Generator | None = None
+    model: nn.Module, method: str, generator: torch.Generator | int | None = None
 ) -> dict[str, str]:
     """Initialize every parameter of `model` in place with the classic `method`.
 
@@ -170,7 +205,7 @@ def apply_classic_init(
     Args:
         model: the model to initialize in place.
         method: one of :func:`available_methods`.
-        generator: RNG for reproducible draws (default: the global RNG).
+        generator: RNG for reproducible draws (default: the global RNG), or an int seed.
 
     Returns:
         parameter name -> source description (e.g. ``"he_normal"``, ``"zeros"``,
@@ -191,7 +226,8 @@ def apply_classic_init(
     if lazy:
         raise ValueError(f"lazy parameters are not materialized yet (run one forward pass first): {lazy}")
 
-    values = classic_values(model, method, generator)
+    values = classic_values(model, method, as_generator(generator))
+    check_writable((name, p) for name, _, _, p in params if values[id(p)][0] is not None)
 
     report: dict[str, str] = {}
     with torch.no_grad():
