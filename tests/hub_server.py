@@ -41,6 +41,10 @@ class FakeHub:
         self.repos: dict[str, dict[str, tuple[str, dict[str, bytes]]]] = {}
         self.requests: collections.Counter[tuple[str, str, str, str]] = collections.Counter()
         self.last_user_agent = ""
+        #: upload API: one dict per received commit (repo_id, revision, summary, paths, authorization, oid)
+        self.commits: list[dict] = []
+        #: upload API: create-repo payloads by repo id (name, organization, visibility, ...)
+        self.created: dict[str, dict] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -69,6 +73,11 @@ class FakeHub:
                        if m == method and filename in (None, f) and repo_id in (None, r)
                        and revision in (None, rev))
 
+    def commits_of(self, repo_id: str) -> list[dict]:
+        """Commits received through the upload API for ``repo_id``, oldest first."""
+        with self._lock:
+            return [c for c in self.commits if c["repo_id"] == repo_id]
+
     def _resolve(self, repo_id: str, revision: str) -> tuple[str, dict[str, bytes]] | None:
         revisions = self.repos[repo_id]
         if revision in revisions:
@@ -94,6 +103,9 @@ class FakeHub:
 
             def do_GET(self) -> None:  # noqa: N802
                 hub._serve(self, body=True)
+
+            def do_POST(self) -> None:  # noqa: N802 (upload API: create repo/branch, preupload, commit)
+                hub._serve_post(self)
 
             def log_message(self, format: str, *args: object) -> None:  # keep test output clean
                 pass
@@ -168,3 +180,120 @@ class FakeHub:
         handler.end_headers()
         if handler.command == "GET":
             handler.wfile.write(payload)
+
+    # -- upload API (what huggingface_hub's create_repo / create_branch / create_commit call)
+    #
+    # Facts from huggingface_hub's hf_api.py and _commit_api.py (2.x, same shapes since 0.x):
+    # * POST /api/repos/create {"name", "organization", "type", "visibility"|"private"} -> {"url"}; 409 if it exists
+    # * POST /api/{type}s/{repo}/branch/{branch} {"startingPoint"?} -> 200; 409 if it exists
+    # * POST /api/validate-yaml {"content", "repoType"} -> {"errors": [], "warnings": []} (before a README.md)
+    # * POST /api/{type}s/{repo}/preupload/{rev} {"files": [{"path", "sample", "size"}]}
+    #   -> {"files": [{"path", "uploadMode": "regular"|"lfs", "shouldIgnore", "oid"?}]}
+    # * POST /api/{type}s/{repo}/commit/{rev}, NDJSON: {"key": "header", "value": {"summary", "description",
+    #   "parentCommit"?}}, then {"key": "file", "value": {"content" (base64), "path", "encoding": "base64"}}
+    #   / "lfsFile" / "deletedFile" lines -> {"commitUrl", "commitOid"}
+    # Every file is answered "regular" (inline base64 in the commit), so no LFS or Xet transfer is involved.
+    _POST = re.compile(r"^/api/(?P<type>models|datasets|spaces)/(?P<repo>[^/]+(?:/[^/]+)?)"
+                       r"/(?P<action>preupload|commit|branch)/(?P<rev>[^/]+)$")
+
+    def _serve_post(self, handler: BaseHTTPRequestHandler) -> None:
+        import base64
+        import json
+
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length) if length else b""
+        path = urlsplit(handler.path).path
+        auth = handler.headers.get("Authorization", "")
+        if path == "/api/validate-yaml":
+            self._post_json(handler, 200, {"errors": [], "warnings": []})
+            return
+        if path == "/api/repos/create":
+            payload = json.loads(raw or b"{}")
+            repo_id = "/".join(p for p in (payload.get("organization"), payload.get("name")) if p)
+            with self._lock:
+                self.requests[("POST", repo_id, "", "create")] += 1
+                exists = repo_id in self.repos
+                if not exists:
+                    self.created[repo_id] = dict(payload, authorization=auth)
+            if exists:
+                self._post_json(handler, 409, {"error": "You already created this model repo",
+                                               "url": f"{self.endpoint}/{repo_id}"}, code="RepoExists")
+                return
+            self.add_files(repo_id, {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"})
+            self._post_json(handler, 200, {"url": f"{self.endpoint}/{repo_id}", "name": repo_id})
+            return
+        match = self._POST.match(path)
+        if match is None:
+            self._post_json(handler, 404, {"error": "not an upload API URL"}, code="EntryNotFound")
+            return
+        repo_id, action, revision = unquote(match["repo"]), match["action"], unquote(match["rev"])
+        with self._lock:
+            self.requests[("POST", repo_id, revision, action)] += 1
+            known = repo_id in self.repos
+            resolved = self._resolve(repo_id, revision) if known and action != "branch" else None
+        if not known:
+            self._post_json(handler, 404, {"error": "Repository not found"}, code="RepoNotFound")
+            return
+        if action == "branch":
+            payload = json.loads(raw or b"{}")
+            with self._lock:
+                exists = revision in self.repos[repo_id]
+                start = self._resolve(repo_id, payload.get("startingPoint") or "main")
+            if exists:
+                self._post_json(handler, 409, {"error": "Reference already exists"})
+            elif start is None:
+                self._post_json(handler, 404, {"error": "Invalid rev id"}, code="RevisionNotFound")
+            else:
+                self.add_files(repo_id, dict(start[1]), revision)
+                self._post_json(handler, 200, {})
+            return
+        if resolved is None:
+            self._post_json(handler, 404, {"error": "Invalid rev id"}, code="RevisionNotFound")
+            return
+        if action == "preupload":
+            files = json.loads(raw)["files"]
+            self._post_json(handler, 200, {"files": [{"path": f["path"], "uploadMode": "regular",
+                                                      "shouldIgnore": False} for f in files]})
+            return
+        # commit
+        files = dict(resolved[1])
+        summary, paths = "", []
+        for line in raw.splitlines():
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            key, value = item["key"], item["value"]
+            if key == "header":
+                summary = value.get("summary", "")
+            elif key == "file":
+                files[value["path"]] = base64.b64decode(value["content"])
+                paths.append(value["path"])
+            elif key == "deletedFile":
+                files.pop(value["path"], None)
+            else:  # lfsFile etc.: this stand-in never asks for LFS in preupload
+                self._post_json(handler, 400, {"error": f"unsupported commit operation {key!r}"}, code="BadRequest")
+                return
+        if not summary:
+            self._post_json(handler, 400, {"error": "commit summary is empty"}, code="BadRequest")
+            return
+        oid = self.add_files(repo_id, files, revision)
+        with self._lock:
+            self.commits.append({"repo_id": repo_id, "revision": revision, "summary": summary, "paths": paths,
+                                 "authorization": auth, "oid": oid})
+        self._post_json(handler, 200, {"commitUrl": f"{self.endpoint}/{repo_id}/commit/{oid}", "commitOid": oid,
+                                       "success": True})
+
+    @staticmethod
+    def _post_json(handler: BaseHTTPRequestHandler, status: int, payload: dict, code: str | None = None) -> None:
+        import json
+
+        body = json.dumps(payload).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        if code is not None:
+            handler.send_header("X-Error-Code", code)
+        if status >= 400:
+            handler.send_header("X-Error-Message", str(payload.get("error", "")))
+        handler.end_headers()
+        handler.wfile.write(body)

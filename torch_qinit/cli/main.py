@@ -11,6 +11,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("torch_qinit.cli.compare", "benchmark the inits on YOUR model and data; CI gate (--require)"),
     "train": ("torch_qinit.cli.train", "train a GHN (float) or GHN-QAT (quantization-aware finetune)"),
     "curves": ("torch_qinit.cli.curves", "plot GHN training curves of run directories"),
+    "push": ("torch_qinit.cli.push", "upload a GHN checkpoint directory to the Hugging Face Hub: push DIR REPO_ID"),
     "bench": ("benchmarks", "run a benchmark: torch-qinit bench NAME [--quick]"),
 }
 
