@@ -265,8 +265,11 @@ def test_missing_batch_is_named(tmp_path: Path):
 
 
 def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    write_image_tree(Path("data"))  # a bare train/test tree in ./data could be any dataset: not taken
+    with pytest.raises(DatasetNotFoundError):
+        c10.find_cifar10()
     cwd_data = write_binary_batches(Path("data") / "cifar-10-batches-bin")
-    assert c10.find_cifar10().path == cwd_data  # last resort: ./data
+    assert c10.find_cifar10().path == cwd_data  # last resort: CIFAR-named contents of ./data
     linked = c10.prepare_cifar10(write_python_batches(tmp_path / "cifar-10-batches-py"))
     assert linked.layout == "python" and c10.find_cifar10() == linked  # the cache link beats ./data
     env_dir = write_image_tree(tmp_path / "env")

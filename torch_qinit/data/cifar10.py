@@ -14,7 +14,8 @@ Accepted layouts, looked for in a root folder (or given directly):
   ``cifar-10-binary.tar.gz``, ``cifar10-jpg.tar.gz``), read without extracting.
 
 Search order when no folder is given: ``$TORCH_QINIT_CIFAR10_DIR``, then ``<cache>/cifar10`` (where
-:func:`prepare_cifar10` and ``make cifar10`` link the data), then ``./data`` (torchvision's usual root).
+:func:`prepare_cifar10` and ``make cifar10`` link the data), then ``./data`` (torchvision's usual root;
+only its CIFAR-named sub-folders and archives, since a bare ``train/`` there could be any dataset).
 
 Decoded uint8 arrays are cached as ``.npz`` files in ``<cache>/cifar10`` (``<cache>`` is
 ``$TORCH_QINIT_CACHE_DIR``, else ``~/.cache/torch_qinit``), keyed by the source's path, size and mtime,
@@ -275,8 +276,12 @@ def _is_archive(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(_ARCHIVE_SUFFIXES)
 
 
-def _detect(root: Path) -> CIFAR10Source | None:
-    """The layout at ``root`` (or in one of its known sub-folders); lossless layouts before images."""
+def _detect(root: Path, root_images: bool = True) -> CIFAR10Source | None:
+    """The layout at ``root`` (or in one of its known sub-folders); lossless layouts before images.
+
+    ``root_images=False`` ignores a bare ``train/``+``test/`` tree at ``root`` itself: in a generic folder
+    like ``./data`` that could be any dataset, so only CIFAR-named sub-folders and archives count there.
+    """
     if _is_archive(root):
         return CIFAR10Source("archive", root)
     if not root.is_dir():
@@ -286,7 +291,7 @@ def _detect(root: Path) -> CIFAR10Source | None:
         for d in dirs:
             if any((d / n).is_file() for names in files.values() for n in names):
                 return CIFAR10Source(layout, d)
-    for d in dirs:
+    for d in dirs if root_images else dirs[1:]:
         if (d / "train").is_dir() or (d / "test").is_dir():
             return CIFAR10Source("images", d)
     archives = sorted(p for p in root.iterdir() if _is_archive(p) and "cifar" in p.name.lower()
@@ -295,7 +300,8 @@ def _detect(root: Path) -> CIFAR10Source | None:
 
 
 def search_paths() -> list[Path]:
-    """Where CIFAR-10 is looked for when no folder is given, in order."""
+    """Where CIFAR-10 is looked for when no folder is given, in order: ``$TORCH_QINIT_CIFAR10_DIR``, then
+    ``<cache>/cifar10`` (see :func:`prepare_cifar10`), then ``./data`` (only its CIFAR-named contents)."""
     paths = []
     env = os.environ.get(DATA_DIR_ENV)
     if env:
@@ -320,7 +326,7 @@ def find_cifar10(data_dir: str | os.PathLike[str] | None = None) -> CIFAR10Sourc
     """
     roots = [Path(data_dir).expanduser()] if data_dir is not None else search_paths()
     for root in roots:
-        source = _detect(root)
+        source = _detect(root, root_images=data_dir is not None or root != Path("data"))
         if source is not None:
             return source
     raise DatasetNotFoundError(_missing_message(roots))
