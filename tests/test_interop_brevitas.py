@@ -120,3 +120,17 @@ def test_brevitas_qat_starts_from_predicted_values(ghn_dir):
     opt.step()
     moved = m.conv1.weight.detach() - init["conv1.weight"]
     torch.testing.assert_close(moved, -0.01 * m.conv1.weight.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_initialize_without_bits_reads_the_declared_widths(ghn_dir):
+    m, explicit = _net(), _net()
+    report = torch_qinit.initialize_(m, weights=ghn_dir, example_input=X)  # bits="auto", the default
+    torch_qinit.initialize_(explicit, bits=dict(DECLARED), weights=ghn_dir, example_input=X)
+    assert report.bits == DECLARED
+    assert "2, 4, 8 over 3 layers" in str(report)
+    for (name, a), b in zip(m.named_parameters(), explicit.parameters()):
+        assert torch.equal(a, b), name
+    # an explicit bits= still wins over the declarations
+    uniform = _net()
+    assert torch_qinit.initialize_(uniform, bits=3, weights=ghn_dir, example_input=X).bits == \
+        {"conv1": 3, "conv2": 3, "fc": 3}

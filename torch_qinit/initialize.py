@@ -46,7 +46,7 @@ def methods() -> list[str]:
     return list(GHN_METHODS) + available_methods()
 
 
-def initialize_(model: nn.Module, bits: Bits = 4, *, method: str = "ghn-qat",
+def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "ghn-qat",
                 weights: str | os.PathLike[str] | nn.Module | None = None, revision: str | None = None,
                 act_bits: Bits = None, strict: bool = False, example_input: torch.Tensor | None = None,
                 generator: torch.Generator | int | None = None) -> InitReport:
@@ -56,7 +56,10 @@ def initialize_(model: nn.Module, bits: Bits = 4, *, method: str = "ghn-qat",
         model: any nn.Module; parameter objects, dtype, device, buffers and
             train/eval mode are preserved.
         bits: target weight bits, an int in 2..8, None (float), or a dict
-            {module qualname: bits} for per-layer mixed precision.
+            {module qualname: bits} for per-layer mixed precision. The default
+            "auto" reads the widths layers declare (brevitas ``QuantConv2d(...,
+            weight_bit_width=b)``, see `torch_qinit.interop.declared_bits`) and
+            gives 4 to every other layer; ``report.bits`` shows the result.
         method: "ghn-qat" (default), "ghn" (float GHN), or a classic
             initializer name (see `methods()`), e.g. "he_normal".
         weights: a bundled checkpoint name, a local directory, a Hugging Face
@@ -96,6 +99,10 @@ def initialize_(model: nn.Module, bits: Bits = 4, *, method: str = "ghn-qat",
         raise ValueError(f"{type(model).__name__} has no parameters to initialize")
     if method not in methods():
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(methods())}")
+    if isinstance(bits, str) and bits == "auto":
+        from .interop import auto_bits  # brevitas is only looked at if the user imported it
+
+        bits = auto_bits(model)
     bits_per_layer = _bits_per_layer(model, bits, "bits")
     act_per_layer = bits_per_layer if act_bits is None else _bits_per_layer(model, act_bits, "act_bits")
 
