@@ -344,9 +344,10 @@ def _choose_weights(method: str, weights: Weights, graph: ArchGraph, strict: boo
                       "than on its own data", stacklevel=3)
         note = f"{choice!r}, the closest: first layer {layer!r} takes {n} {unit}; the checkpoints know {known}"
     if not inputs[choice][2] and choice != default:
-        warnings.warn(f"{note}, but {choice!r} is not installed; using {default!r} ({inputs[default][0]}) "
-                      "instead", stacklevel=3)
-        note = f"{default!r} ({inputs[default][0]}) instead of {note}, which is not installed"
+        missing = (f"the model's first layer {layer!r} takes {n} {unit}, which suits {choice!r} "
+                   f"({inputs[choice][0]}), but {choice!r} is not installed")
+        warnings.warn(f"{missing}; using {default!r} ({inputs[default][0]}) instead", stacklevel=3)
+        note = f"{default!r} ({inputs[default][0]}) instead: {missing}"
         choice = default
     return choice, note
 
