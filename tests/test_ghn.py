@@ -75,7 +75,10 @@ def test_conv_weights_have_he_scale(ghn):
 def test_gradient_reaches_every_ghn_parameter():
     torch.manual_seed(0)
     ghn = GHN(SMALL)
-    graphs = [capture(build_arch("test", i)) for i in range(6)]
+    # the wide net makes vectors longer than one block, so the vector-position encoder gets a gradient too
+    wide = nn.Sequential(nn.Conv2d(1, 96, 3), nn.BatchNorm2d(96), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
+    wide(torch.zeros(1, 1, 6, 6))
+    graphs = [capture(build_arch("test", i)) for i in range(5)] + [capture(wide)]
     preds = ghn(graphs, bits=[4, None, 2, {"stem.0": 3}, 8, 4])
     loss = sum((v ** 2).sum() for d in preds for v in d.values())
     loss.backward()

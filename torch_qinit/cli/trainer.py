@@ -9,6 +9,7 @@ the step counter on disk.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -69,14 +70,18 @@ class TrainConfig:
 class ArchCache:
     """Builds (fake-quantized net, graph) for a training index once, then reuses them."""
 
-    def __init__(self, in_channels: int, num_classes: int, max_items: int = 4096) -> None:
+    def __init__(self, in_channels: int, num_classes: int, max_items: int = 4096, image_size: int = 0) -> None:
         self.in_channels, self.num_classes, self.max_items = in_channels, num_classes, max_items
+        self.image_size = image_size
         self._items: dict[int, tuple[torch.nn.Module, Any]] = {}
 
     def get(self, index: int) -> tuple[torch.nn.Module, Any]:
         item = self._items.get(index)
         if item is None:
-            model = get_arch("train", index, self.in_channels, self.num_classes).build()
+            spec = get_arch("train", index, self.in_channels, self.num_classes)
+            if self.image_size and spec.resolution != self.image_size:
+                spec = dataclasses.replace(spec, image_size=self.image_size)  # flatten heads size to the data
+            model = spec.build()
             graph = capture(model)
             qmodel = quantize_model(model, w_bits=None, a_bits=None, fold_bn=False)
             qmodel.train()
@@ -128,6 +133,27 @@ def _load_warm_start(path: str) -> GHN:
     return ghn
 
 
+def _upgrade_decoder(ghn: GHN) -> GHN:
+    """A warm start from an older decoder version keeps the encoder and starts a current decoder.
+
+    The graph encoder (embeddings, transformer) does not depend on the decoder, so
+    it carries over; the decoder's parameters have a new layout and start fresh.
+    """
+    if ghn.config.decoder_version >= GHNConfig.decoder_version:
+        return ghn
+    config = GHNConfig.from_dict({**ghn.config.to_dict(), "decoder_version": GHNConfig.decoder_version,
+                                  "decoder_hidden": GHNConfig.decoder_hidden,
+                                  "block_kernel": GHNConfig.block_kernel})
+    new = GHN(config)
+    own = new.state_dict()
+    kept = {k: v for k, v in ghn.state_dict().items()
+            if not k.startswith("decoder.") and k in own and own[k].shape == v.shape}
+    new.load_state_dict(kept, strict=False)
+    log.info("warm start from decoder v%d: kept %d encoder tensors, decoder v%d starts fresh",
+             ghn.config.decoder_version, len(kept), config.decoder_version)
+    return new
+
+
 def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: bool = False) -> GHN:
     """Train a GHN on (images, labels); checkpoints go to cfg.out/ckpt.  Returns the GHN.
 
@@ -139,7 +165,7 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
     ckpt_dir = out / "ckpt"
     torch.manual_seed(cfg.seed)  # the GHN's own init; overwritten on resume/warm start
     if cfg.init_from:
-        ghn = _load_warm_start(cfg.init_from)
+        ghn = _upgrade_decoder(_load_warm_start(cfg.init_from))
     else:
         ghn = GHN(GHNConfig(**cfg.ghn, input_shape=tuple(images.shape[1:]), num_classes=int(labels.max()) + 1))
     ghn.config.method = "ghn-qat" if cfg.stage == "qat" else "ghn"
@@ -154,7 +180,7 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
     model = ghn
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(ghn, find_unused_parameters=True)
-    cache = ArchCache(images.shape[1], int(labels.max()) + 1)
+    cache = ArchCache(images.shape[1], int(labels.max()) + 1, image_size=images.shape[-1])
 
     def checkpoint(step: int) -> None:
         if rank == 0:
@@ -170,6 +196,8 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
         if cfg.stop_after is not None and step >= cfg.stop_after:
             break
         gen = step_generator(cfg.seed, rank, step)
+        # dropout in sampled nets draws from the global RNG: seed it per step so resume stays bit-exact
+        torch.manual_seed(int(torch.randint(1 << 62, (), generator=gen)))
         ids = torch.randint(cfg.arch_pool, (cfg.meta_batch,), generator=gen).tolist()
         nets, graphs = zip(*(cache.get(i) for i in ids))
         bits = [sample_bits(cfg, g, gen) for g in graphs]

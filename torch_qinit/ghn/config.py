@@ -14,8 +14,10 @@ class GHNConfig:
     heads: int = 4
     block_out: int = 64          # decoder block: (block_out, block_in, kernel, kernel)
     block_in: int = 64
-    block_kernel: int = 5
+    block_kernel: int = 7          # kernels up to 7×7 are decoded; larger ones are zero-padded
     decoder_rank: int = 32       # inner width of the factorized decoder
+    decoder_hidden: int = 128    # width of the per-row MLP (0: same as hidden, as in version 1)
+    decoder_version: int = 2     # 2: tile-position decoder + signal rule; 1: the first checkpoints (tiled copies)
     # provenance, not architecture: filled by the trainer
     method: str = "ghn-qat"      # "ghn" (float) or "ghn-qat"
     bits: tuple[int, ...] = (2, 3, 4, 8)
@@ -39,6 +41,8 @@ class GHNConfig:
         if unknown:
             raise ValueError(f"config.json has keys this GHN does not know: {unknown}")
         d = dict(d)
+        d.setdefault("decoder_hidden", 0)
+        d.setdefault("decoder_version", 1)  # configs written before the field existed are version 1
         for key in ("bits", "input_shape"):
             if key in d:
                 d[key] = tuple(d[key])

@@ -1,8 +1,21 @@
-"""Decoder: node embedding → a fixed parameter block → any parameter shape.
+"""Decoder: node embedding → a weight of any shape, every output channel distinct.
 
-A conv/linear node gets a (block_out, block_in, k, k) block, which is sliced
-or tiled to the target shape and then normalized by fan-in (GHN-2's `-n`), so
-the scale is right for any width.  Norm and bias vectors come from a small head.
+Version 2 (current).  A weight of shape (out, in, kh, kw) is cut into tiles of
+(block_out, block_in) channels.  Tile (a, b) is decoded from the node embedding
+plus an encoding of its position (a, b), so no two tiles, and hence no two
+output channels, are copies: a 512×512×3×3 conv is 8×8 distinct tiles, not one
+64×64 block repeated (rank ≤ 64, duplicate filters that gradient descent never
+separates because their gradients are equal).
+
+    h + P_out(a) + P_in(b) ─rows─▶ [block_out, rank] ─MLP─▶ [block_out, d] ─@ out_weight[d, cin·kh·kw]─▶ tile
+
+Cost: one [d]-dot per predicted weight entry, so linear in the model's size.
+
+Version 1 (the first shipped checkpoints) decoded one block per node and tiled it;
+it is kept only so those checkpoints still load.
+
+The decoded pattern is standardized and scaled to a fan-in rule (GHN-2's `-n`),
+see `shape_weight` and `signal.py`.
 """
 from __future__ import annotations
 
@@ -13,20 +26,28 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import GHNConfig
+from .signal import SignalRule
+
+__all__ = ["BlockDecoder", "orthonormalize", "shape_weight", "shape_vector", "tile_encoding"]
+
+#: Frequencies of the sinusoidal tile-position encoding.
+_POS_FREQS = 8
+
+
+def tile_encoding(index: torch.Tensor) -> torch.Tensor:
+    """Sinusoidal features [n, 2*_POS_FREQS] of tile indices [n]; distinct for every index < 2**16."""
+    freqs = torch.exp(-torch.arange(_POS_FREQS, dtype=torch.float32) * (math.log(256.0) / _POS_FREQS))
+    angles = index.float()[:, None].to(freqs.device) * freqs * (math.pi / 2)
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
 class BlockDecoder(nn.Module):
-    """Factorized decoder: h → (block_out, rank) rows → per-row MLP → (block_in, k, k).
-
-    Only the part of the block a node needs (input channels, centre kernel) is
-    computed: nodes are grouped by that need, so a depthwise or 1×1 conv does
-    not pay for a full 64×64×5×5 block.
-    """
+    """Factorized decoder: h → (block_out, rank) rows → per-row MLP → (block_in, k, k) tiles."""
 
     def __init__(self, cfg: GHNConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        r, d, K = cfg.decoder_rank, cfg.hidden, cfg.block_kernel
+        r, d, K = cfg.decoder_rank, cfg.decoder_hidden or cfg.hidden, cfg.block_kernel
         self.rows = nn.Linear(cfg.hidden, cfg.block_out * r)
         self.row_hidden = nn.Linear(r, d)
         self.out_weight = nn.Parameter(torch.empty(d, cfg.block_in, K, K).uniform_(-1 / math.sqrt(d), 1 / math.sqrt(d)))
@@ -37,40 +58,172 @@ class BlockDecoder(nn.Module):
         nn.init.zeros_(self.gain.bias)
         nn.init.normal_(self.vec.weight, std=0.01)
         nn.init.zeros_(self.vec.bias)
+        if cfg.decoder_version >= 2:
+            # Position of an output / input tile; random (not zero) init so tiles differ from step 0.
+            self.tile_out = nn.Linear(2 * _POS_FREQS, cfg.hidden)
+            self.tile_in = nn.Linear(2 * _POS_FREQS, cfg.hidden)
+            self.vec_pos = nn.Linear(2 * _POS_FREQS, cfg.hidden)
+            for lin in (self.tile_out, self.tile_in, self.vec_pos):
+                nn.init.normal_(lin.weight, std=1.0)
+                nn.init.zeros_(lin.bias)
 
-    def need(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
-        """(input channels, kh, kw) of the block a weight of `shape` reads."""
+    # -- weights -----------------------------------------------------------------------------
+    def patterns(self, h: torch.Tensor, shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
+        """h [M, hidden] and one weight shape per row → M unnormalized patterns of those shapes."""
+        if self.cfg.decoder_version >= 2:
+            return self._tiled_patterns(h, shapes)
+        blocks = self._blocks(h, [self._need_v1(s) for s in shapes])
+        return [_fit_v1(b, s) for b, s in zip(blocks, shapes)]
+
+    def _decode(self, z: torch.Tensor, cin: int, kh: int, kw: int) -> torch.Tensor:
+        """Row codes z [G, rows, rank] → G tiles [rows, cin, kh, kw] (centre kh×kw of the kernel)."""
+        K = self.cfg.block_kernel
+        rows = F.gelu(self.row_hidden(z))  # [G, rows, d]
+        h0, w0 = (K - kh) // 2, (K - kw) // 2
+        weight = self.out_weight[:, :cin, h0:h0 + kh, w0:w0 + kw].reshape(rows.shape[-1], -1)
+        bias = self.out_bias[:cin, h0:h0 + kh, w0:w0 + kw].reshape(-1)
+        return (rows @ weight + bias).view(z.shape[0], z.shape[1], cin, kh, kw)
+
+    def _row_codes(self, h: torch.Tensor) -> torch.Tensor:
+        return self.rows(h).view(-1, self.cfg.block_out, self.cfg.decoder_rank)
+
+    def _tiled_patterns(self, h: torch.Tensor, shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
+        c, K = self.cfg, self.cfg.block_kernel
+        if not shapes:
+            return []
+        # One job per tile; jobs with the same (rows, cin, kh, kw) are decoded in one batched matmul.
+        groups: dict[tuple[int, int, int, int], list[tuple[int, int, int]]] = {}
+        grids: list[tuple[int, int]] = []
+        for m, shape in enumerate(shapes):
+            out_c, in_c = shape[0], shape[1]
+            kh, kw = (min(shape[2], K), min(shape[3], K)) if len(shape) == 4 else (1, 1)
+            n_out, n_in = math.ceil(out_c / c.block_out), math.ceil(in_c / c.block_in)
+            grids.append((n_out, n_in))
+            for a in range(n_out):
+                rows = min(c.block_out, out_c - a * c.block_out)
+                for b in range(n_in):
+                    groups.setdefault((rows, min(c.block_in, in_c - b * c.block_in), kh, kw), []).append((m, a, b))
+        # rows(h + P_out(a) + P_in(b)) = rows(h) + W·P_out(a) + W·P_in(b): the [hidden → block_out·rank]
+        # map runs once per node and once per tile position, not once per tile.
+        n_pos = max(max(g) for g in grids)
+        positions = tile_encoding(torch.arange(n_pos, device=h.device))
+        codes = self.rows(h)
+        out_codes = F.linear(self.tile_out(positions), self.rows.weight)
+        in_codes = F.linear(self.tile_in(positions), self.rows.weight)
+        tiles: dict[tuple[int, int, int], torch.Tensor] = {}
+        for (rows, cin, kh, kw), jobs in groups.items():
+            m_idx, a_idx, b_idx = (torch.tensor(col, device=h.device) for col in zip(*jobs))
+            z = (codes[m_idx] + out_codes[a_idx] + in_codes[b_idx]).view(len(jobs), c.block_out, c.decoder_rank)
+            decoded = self._decode(z[:, :rows], cin, kh, kw)
+            for j, job in enumerate(jobs):
+                tiles[job] = decoded[j]
+        mats = [torch.cat([torch.cat([tiles[(m, a, b)].reshape(tiles[(m, a, b)].shape[0], cin_b, -1)
+                                      for b, cin_b in enumerate(_chunks(shape[1], c.block_in))], dim=1)
+                           for a in range(n_out)], dim=0).reshape(shape[0], -1)
+                for m, (shape, (n_out, n_in)) in enumerate(zip(shapes, grids))]
+        mats = _orthonormal_blocks(mats, c.block_out)
+        out = []
+        for shape, w in zip(shapes, mats):
+            if len(shape) == 4:
+                kh, kw = min(shape[2], K), min(shape[3], K)
+                out.append(_pad_kernel(w.view(shape[0], shape[1], kh, kw), shape[2], shape[3]))
+            else:
+                out.append(w)
+        return out
+
+    # -- version 1 (tiled copies; only for loading the first checkpoints) ---------------------
+    def _need_v1(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
         c = self.cfg
         kh, kw = (shape[2], shape[3]) if len(shape) == 4 else (1, 1)
         return min(shape[1], c.block_in), min(kh, c.block_kernel), min(kw, c.block_kernel)
 
-    def blocks(self, h: torch.Tensor, needs: list[tuple[int, int, int]]) -> list[torch.Tensor]:
-        """h [M, hidden] and one need per row → M blocks [block_out, in', kh', kw']."""
-        c = self.cfg
-        rows = F.gelu(self.row_hidden(self.rows(h).view(-1, c.block_out, c.decoder_rank)))  # [M, out, d]
+    def _blocks(self, h: torch.Tensor, needs: list[tuple[int, int, int]]) -> list[torch.Tensor]:
         out: list[torch.Tensor | None] = [None] * len(needs)
         groups: dict[tuple[int, int, int], list[int]] = {}
         for i, key in enumerate(needs):
             groups.setdefault(key, []).append(i)
-        K = c.block_kernel
         for (cin, kh, kw), members in groups.items():  # a loop over distinct shapes, not nodes
-            h0, w0 = (K - kh) // 2, (K - kw) // 2
-            weight = self.out_weight[:, :cin, h0:h0 + kh, w0:w0 + kw].reshape(rows.shape[-1], -1)
-            bias = self.out_bias[:cin, h0:h0 + kh, w0:w0 + kw].reshape(-1)
-            idx = torch.tensor(members, device=h.device)
-            block = (rows[idx] @ weight + bias).view(len(members), c.block_out, cin, kh, kw)
+            block = self._decode(self._row_codes(h[torch.tensor(members, device=h.device)]), cin, kh, kw)
             for j, i in enumerate(members):
                 out[i] = block[j]
         return out  # type: ignore[return-value]
 
-    def gains_and_vectors(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """gains [M] in (0, 2) starting at 1, and vectors [M, 3, block_out]."""
-        gains = 2.0 * torch.sigmoid(self.gain(h)).squeeze(-1)
-        return gains, self.vec(h).view(-1, 3, self.cfg.block_out)
+    # -- scales and vectors -------------------------------------------------------------------
+    def gains(self, h: torch.Tensor) -> torch.Tensor:
+        """Learned per-node gain [M]: v1 in (0, 2); v2 in [1/2, 2], both starting at 1."""
+        g = self.gain(h).squeeze(-1)
+        if self.cfg.decoder_version >= 2:
+            return torch.exp(math.log(2.0) * torch.tanh(g))
+        return 2.0 * torch.sigmoid(g)
+
+    def vectors(self, h: torch.Tensor, size: int) -> torch.Tensor:
+        """[M, 3, size]: bias, norm weight, norm bias; v2 decodes each 64-chunk at its position."""
+        c = self.cfg
+        if c.decoder_version < 2 or size <= c.block_out:
+            return _fit_dim(self.vec(h).view(-1, 3, c.block_out), 2, size)
+        n = math.ceil(size / c.block_out)
+        pos = self.vec_pos(tile_encoding(torch.arange(n, device=h.device)))  # [n, hidden]
+        v = self.vec(h[:, None, :] + pos[None]).view(h.shape[0], n, 3, c.block_out)
+        return v.permute(0, 2, 1, 3).reshape(h.shape[0], 3, n * c.block_out)[..., :size]
+
+
+def _chunks(n: int, size: int) -> list[int]:
+    """Lengths of the consecutive chunks of `size` that cover n."""
+    return [min(size, n - i) for i in range(0, n, size)]
+
+
+def _orthonormal_blocks(mats: list[torch.Tensor], block: int) -> list[torch.Tensor]:
+    """Orthonormalize each [out, fan_in] matrix in row blocks of ≤ `block` rows.
+
+    Each block of rows becomes orthonormal over the *whole* fan-in, so no two
+    rows in a block are parallel; blocks of the same shape, across all weights,
+    share one batched Cholesky.  A matrix with fewer inputs than rows
+    (fan_in < out, fan_in < block: depthwise, narrow linear) gets orthonormal
+    columns instead.
+    """
+    jobs: dict[tuple[int, int, bool], list[tuple[int, int]]] = {}
+    for m, w in enumerate(mats):
+        out_c, fan_in = w.shape
+        if out_c > fan_in and fan_in < block:
+            jobs.setdefault((out_c, fan_in, False), []).append((m, 0))
+            continue
+        for start in range(0, out_c, block):
+            jobs.setdefault((min(block, out_c - start), fan_in, True), []).append((m, start))
+    pieces: dict[tuple[int, int], torch.Tensor] = {}
+    for (rows, _fan_in, _by_rows), members in jobs.items():
+        stack = torch.stack([mats[m][start:start + rows] for m, start in members])
+        for (m, start), q in zip(members, orthonormalize(stack)):
+            pieces[(m, start)] = q
+    return [torch.cat([pieces[(m, start)] for start in sorted(st for mm, st in pieces if mm == m)], dim=0)
+            for m in range(len(mats))]
+
+
+def orthonormalize(t: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Batched tiles [G, r, f] → orthonormal rows (r ≤ f) or columns (r > f), by Cholesky QR.
+
+    Flattening each tile's spectrum is what keeps the signal through depth: a
+    decoded pattern concentrates its energy in a few directions, so after
+    fan-in scaling its top singular value is far above 1 and stacks of such
+    layers explode (measured: ×2000 through a 50-layer plain CNN).  Orthonormal
+    tiles cost ~r flops per entry, about as much as decoding them.  `eps`
+    (relative to the mean eigenvalue) keeps the Cholesky factor defined for
+    rank-deficient patterns.
+    """
+    wide = t.shape[-2] <= t.shape[-1]
+    x = t if wide else t.mT
+    gram = x @ x.mT
+    n = gram.shape[-1]
+    ridge = eps * gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)
+    gram = gram + ridge[:, None, None] * torch.eye(n, dtype=t.dtype, device=t.device)
+    chol, info = torch.linalg.cholesky_ex(gram)  # a non-finite pattern gives NaN tiles, never an exception
+    # invert the small [r, r] factor once, then one batched matmul (much faster than a wide triangular solve)
+    inv = torch.linalg.solve_triangular(chol, torch.eye(n, dtype=t.dtype, device=t.device).expand_as(chol), upper=False)
+    q = torch.where((info > 0)[:, None, None], torch.full_like(x, float("nan")), inv @ x)
+    return q if wide else q.mT
 
 
 def _fit_dim(x: torch.Tensor, dim: int, size: int) -> torch.Tensor:
-    """Slice or tile `x` along `dim` to `size`."""
+    """Slice or tile `x` along `dim` to `size` (version 1 only)."""
     have = x.shape[dim]
     if size <= have:
         return x.narrow(dim, 0, size)
@@ -87,25 +240,50 @@ def _pad_kernel(block: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
     return F.pad(block, [dw // 2, dw - dw // 2, dh // 2, dh - dh // 2])
 
 
-def shape_weight(block: torch.Tensor, gain: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Turn one decoded block into a weight of `shape` (4-D conv or 2-D linear).
-
-    The result is standardized, then scaled to He's std sqrt(2 / fan_in) times
-    the learned gain: the GHN decides the pattern and a bounded scale.
-    """
+def _fit_v1(block: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     if len(shape) == 4:
         w = _pad_kernel(block, shape[2], shape[3])
     elif len(shape) == 2:
         w = block[..., 0, 0]
     else:
         raise ValueError(f"cannot decode a weight of shape {tuple(shape)}")
-    w = _fit_dim(_fit_dim(w, 0, shape[0]), 1, shape[1])
-    fan_in = math.prod(shape[1:])
-    w = (w - w.mean()) / (w.std(unbiased=False) + 1e-6)
-    return w * (gain * math.sqrt(2.0 / fan_in))
+    return _fit_dim(_fit_dim(w, 0, shape[0]), 1, shape[1])
 
 
-def shape_vector(vec: torch.Tensor, size: int, is_norm_weight: bool) -> torch.Tensor:
-    """A bias / norm weight / norm bias of length `size` from a decoded vector."""
-    v = _fit_dim(vec, 0, size)
-    return 1.0 + v if is_norm_weight else v
+def shape_weight(pattern: torch.Tensor, gain: torch.Tensor, rule: SignalRule | None = None) -> torch.Tensor:
+    """Standardize a decoded pattern and scale it to std = rule.gain × gain / sqrt(fan_in).
+
+    `rule=None` is version 1: He's std sqrt(2 / fan_in) times the learned gain.
+    With a rule, the learned gain applies only where `rule.free` (see signal.py).
+    Empty weights stay empty; a one-element or constant pattern, which has no
+    spread to standardize, gets ±std instead of 0.
+    """
+    shape = pattern.shape
+    if pattern.numel() == 0:
+        return pattern
+    fan_in = max(1, math.prod(shape[1:]))
+    if rule is None:
+        std = gain * math.sqrt(2.0 / fan_in)
+    else:
+        std = (gain if rule.free else 1.0) * (rule.gain / math.sqrt(fan_in))
+    if rule is not None and pattern.numel() > 1:
+        # version 2 patterns are orthonormal tiles: scale by their RMS; subtracting a mean would bend them
+        rms = pattern.pow(2).mean().sqrt()
+        if rms > 1e-8:
+            return pattern * (std / rms)
+    spread = pattern.std(unbiased=False) if pattern.numel() > 1 else pattern.new_zeros(())
+    if pattern.numel() == 1 or not spread > 1e-8:
+        sign = torch.where(pattern >= pattern.mean(), 1.0, -1.0) if pattern.numel() > 1 else torch.ones_like(pattern)
+        return sign * std
+    return (pattern - pattern.mean()) / (spread + 1e-6) * std
+
+
+def shape_vector(vec: torch.Tensor, kind: str, version: int = 2) -> torch.Tensor:
+    """A bias / norm weight / norm bias from a decoded vector of the right length.
+
+    Version 2 bounds norm weights to (0, 2) around 1, so a residual stream cannot
+    be amplified without limit by predicted BN scales.
+    """
+    if kind == "norm_weight":
+        return 1.0 + (torch.tanh(vec) if version >= 2 else vec)
+    return vec

@@ -18,6 +18,7 @@ from ..graph.arch_graph import (
 from .bits import BITS_VOCAB, BitsSpec, node_bits
 from .config import GHNConfig
 from .decoder import BlockDecoder, shape_vector, shape_weight
+from .signal import signal_rules
 
 _NORM_OPS = {"batch_norm", "layer_norm", "group_norm"}
 
@@ -178,19 +179,26 @@ class GHN(nn.Module):
             idx_g = torch.tensor([k[0] for k in keys], device=h.device)
             idx_n = torch.tensor([k[1] for k in keys], device=h.device)
             h_rows = h[idx_g, idx_n]
-            gains, vecs = self.decoder.gains_and_vectors(h_rows)
+            gains = self.decoder.gains(h_rows)
+            version = self.config.decoder_version
             weight_targets = [t for t in targets if t.kind == "weight"]
-            blocks = self.decoder.blocks(h_rows[[rows[(t.graph, t.node)] for t in weight_targets]],
-                                         [self.decoder.need(t.shape) for t in weight_targets])
-            block_of = {id(t): blk for t, blk in zip(weight_targets, blocks)}
+            patterns = self.decoder.patterns(h_rows[[rows[(t.graph, t.node)] for t in weight_targets]],
+                                             [t.shape for t in weight_targets])
+            pattern_of = {id(t): p for t, p in zip(weight_targets, patterns)}
+            rules = [signal_rules(g) if version >= 2 else None for g in graph_list]
+            vec_targets: dict[int, list[_Target]] = {}
             for t in targets:
-                r = rows[(t.graph, t.node)]
                 if t.kind == "weight":
-                    value = shape_weight(block_of[id(t)], gains[r], t.shape)
+                    rule = rules[t.graph][t.node] if rules[t.graph] is not None else None
+                    out[t.graph][t.name] = shape_weight(pattern_of[id(t)], gains[rows[(t.graph, t.node)]], rule)
                 else:
+                    vec_targets.setdefault(t.shape[0], []).append(t)
+            for size, group in vec_targets.items():  # one decode per vector length, not per node
+                r = torch.tensor([rows[(t.graph, t.node)] for t in group], device=h.device)
+                vecs = self.decoder.vectors(h_rows[r], size)
+                for j, t in enumerate(group):
                     which = {"bias": 0, "norm_weight": 1, "norm_bias": 2}[t.kind]
-                    value = shape_vector(vecs[r, which], t.shape[0], t.kind == "norm_weight")
-                out[t.graph][t.name] = value
+                    out[t.graph][t.name] = shape_vector(vecs[j, which], t.kind, version)
         return out[0] if single else out
 
     def num_parameters(self) -> int:

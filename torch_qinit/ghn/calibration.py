@@ -1,0 +1,127 @@
+"""Signal calibration: one forward pass that fixes the scale of predicted weights in place.
+
+The decoder's fan-in rule (signal.py) keeps activations at scale on average, but
+the GHN predicts *similar* weights for similar layers, and similar layers
+compound: 50 near-identical conv+ReLU layers can amplify one direction by √2
+each.  A weight followed by a normalization layer is immune (the norm rescales);
+every other weight gets one data-dependent scalar, in the spirit of LSUV
+(Mishkin & Matas, 2016): run the model once on a small batch with the predicted
+parameters and divide each such layer's weight and bias by its output's std,
+in execution order, so later layers see the corrected signal.
+
+Only the predicted tensors change: the pass runs through `functional_call` on
+cloned buffers, so running statistics and parameters of the model are untouched.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ..graph.arch_graph import WEIGHT_OPS, ArchGraph
+from .signal import signal_rules
+
+__all__ = ["CalibrationResult", "calibrate_scales", "synthetic_input"]
+
+logger = logging.getLogger(__name__)
+
+#: Images per calibration batch: enough for a stable std, cheap on a CPU.
+BATCH = 16
+
+
+@dataclass
+class CalibrationResult:
+    """What calibration did: per-layer factors applied, or why it was skipped."""
+
+    factors: dict[str, float] = field(default_factory=dict)
+    skipped: str | None = None
+
+    def summary(self) -> str:
+        if self.skipped:
+            return f"skipped ({self.skipped})"
+        if not self.factors:
+            return "nothing to calibrate (every weight feeds a norm or the output)"
+        values = sorted(self.factors.values())
+        return f"{len(values)} layers rescaled, factors {values[0]:.3g}..{values[-1]:.3g}"
+
+
+def synthetic_input(graph: ArchGraph, model: nn.Module, image_size: int) -> torch.Tensor | None:
+    """A standard-normal batch shaped for the model's first conv/linear layer, or None."""
+    modules = dict(model.named_modules())
+    for node in graph.nodes:
+        mod = modules.get(node.name)
+        if node.op in WEIGHT_OPS and mod is not None:
+            param = next(mod.parameters(), None)
+            dtype = param.dtype if param is not None else torch.float32
+            device = param.device if param is not None else None
+            gen = torch.Generator().manual_seed(0)
+            if isinstance(mod, nn.Linear):
+                return torch.randn(BATCH, mod.in_features, generator=gen).to(device=device, dtype=dtype)
+            if isinstance(mod, nn.Conv1d):
+                return torch.randn(BATCH, mod.in_channels, image_size, generator=gen).to(device=device, dtype=dtype)
+            if isinstance(mod, nn.Conv2d):
+                shape = (BATCH, mod.in_channels, image_size, image_size)
+                return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
+            return None
+    return None
+
+
+def calibrate_scales(model: nn.Module, graph: ArchGraph, preds: dict[str, torch.Tensor],
+                     example_input: torch.Tensor | None = None, image_size: int = 28) -> CalibrationResult:
+    """Rescale, in `preds`, every predicted weight whose output no norm layer rescales.
+
+    `preds` maps full parameter names to predicted tensors and is updated in place.
+    The output layer keeps the GHN's logit scale; its input is calibrated.
+    Never raises for a model it cannot run: the result says why it skipped.
+    """
+    rules = signal_rules(graph)
+    modules = dict(model.named_modules())
+    targets = {}
+    for i, node in enumerate(graph.nodes):
+        rule = rules[i]
+        weight = f"{node.name}.weight"
+        if node.op in WEIGHT_OPS and not rule.free and weight in preds and node.name in modules:
+            targets[node.name] = modules[node.name]
+    if not targets:
+        return CalibrationResult()
+    x = example_input if example_input is not None else synthetic_input(graph, model, image_size)
+    if x is None:
+        return CalibrationResult(skipped="no input shape could be inferred; pass example_input")
+    factors: dict[str, float] = {}
+
+    def make_hook(name: str):
+        def hook(_mod: nn.Module, _inp, out):
+            if not isinstance(out, torch.Tensor) or out.numel() < 2 or name in factors:
+                return None  # shared modules are calibrated at their first call
+            std = out.detach().float().std()
+            if not torch.isfinite(std) or std <= 0:
+                return None
+            factors[name] = 1.0 / std.item()
+            return out * factors[name]
+        return hook
+
+    state = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
+    state.update({k: v.detach() for k, v in preds.items()})
+    modes = {m: m.training for m in model.modules()}
+    handles = [mod.register_forward_hook(make_hook(name)) for name, mod in targets.items()]
+    try:
+        model.train()  # norms use batch statistics, as in the QAT loop that follows
+        with torch.no_grad():
+            functional_call(model, state, (x,), strict=False)
+    except Exception as exc:  # noqa: BLE001 - any model we cannot run is skipped, not fatal
+        logger.info("signal calibration skipped: %s", exc)
+        return CalibrationResult(skipped=f"forward pass failed: {type(exc).__name__}: {exc}")
+    finally:
+        for h in handles:
+            h.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    for name, factor in factors.items():
+        for local in ("weight", "bias"):
+            key = f"{name}.{local}"
+            if key in preds:
+                preds[key] = preds[key] * factor
+    return CalibrationResult(factors=factors)

@@ -1,0 +1,73 @@
+"""Signal propagation: how large each predicted weight must be so activations keep their scale.
+
+A weight's output scale should match what the next nonlinearity needs (He for
+ReLU, 1 for a linear map, ...).  The rule is read off the graph, not learned,
+because a learned per-layer gain compounds through depth: a gain of 1.1 per
+layer is 1.1**50 ≈ 117 after 50 layers.  The GHN keeps a bounded learned gain
+only where scale cannot compound: before a normalization layer (which rescales
+anyway) and on the output layer (the logit temperature).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..graph.arch_graph import ArchGraph
+
+__all__ = ["ACT_GAINS", "SignalRule", "signal_rules"]
+
+#: 1 / sqrt(E[f(x)^2]) for x ~ N(0, 1): the gain that keeps the second moment
+#: through activation f (He et al. 2015 for ReLU).  Values from numerical
+#: integration; tests/test_ghn.py recomputes them.
+ACT_GAINS: dict[str, float] = {
+    "relu": 1.4142, "relu6": 1.4142, "leaky_relu": 1.4142,
+    "hardswish": 1.7367, "gelu": 1.5335, "silu": 1.6765, "tanh": 1.5925,
+    # a sigmoid gates (squeeze-excite): unit-scale logits keep the gate soft, so no boost
+    "sigmoid": 1.0, "other_act": 1.0,
+}
+#: Ops a signal passes through unchanged in scale, for the purpose of the rule.
+_TRANSPARENT = frozenset({"max_pool", "avg_pool", "global_pool", "flatten", "add", "concat", "other"})
+_NORMS = frozenset({"batch_norm", "layer_norm", "group_norm"})
+
+
+@dataclass(frozen=True)
+class SignalRule:
+    """Scale of one weight: std = gain / sqrt(fan_in) × (learned factor if `free`)."""
+
+    gain: float
+    free: bool
+
+
+def signal_rules(graph: ArchGraph) -> dict[int, SignalRule]:
+    """{node index: rule} for every node; cached on the graph (training reuses graphs)."""
+    cached = graph.__dict__.get("_signal_rules")
+    if cached is not None:
+        return cached
+    succ: dict[int, list[int]] = {}
+    for s, d in graph.edges:
+        succ.setdefault(s, []).append(d)
+    rules = {i: _rule(graph, succ, i) for i in range(graph.num_nodes)}
+    graph.__dict__["_signal_rules"] = rules
+    return rules
+
+
+def _rule(graph: ArchGraph, succ: dict[int, list[int]], start: int) -> SignalRule:
+    """Walk forward from `start` to the first op that decides the scale (breadth-first)."""
+    frontier, seen, normed = list(succ.get(start, [])), {start}, False
+    while frontier:
+        nxt: list[int] = []
+        for i in frontier:
+            if i in seen:
+                continue
+            seen.add(i)
+            op = graph.nodes[i].op
+            if op in ACT_GAINS:
+                return SignalRule(ACT_GAINS[op], normed)
+            if op == "output":
+                return SignalRule(1.0, True)  # logit scale: the GHN's to choose, within bounds
+            if op in _NORMS:
+                normed = True
+            elif op not in _TRANSPARENT:
+                return SignalRule(1.0, normed)  # another weight op, mul, ...: a linear map
+            nxt.extend(succ.get(i, []))
+        frontier = nxt
+    return SignalRule(1.0, True)  # nothing follows: treat like an output
