@@ -19,6 +19,7 @@ from typing import Any, Union
 import torch
 from torch import nn
 
+from .ghn.calibration import calibrate_scales
 from .graph import ArchGraph, capture_with_note
 from .graph.arch_graph import WEIGHT_OPS
 from .init import apply_classic_init, available_methods
@@ -49,7 +50,7 @@ def methods() -> list[str]:
 def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "ghn-qat",
                 weights: str | os.PathLike[str] | nn.Module | None = None, revision: str | None = None,
                 act_bits: Bits = None, strict: bool = False, example_input: torch.Tensor | None = None,
-                generator: torch.Generator | int | None = None) -> InitReport:
+                generator: torch.Generator | int | None = None, calibrate: bool = True) -> InitReport:
     """Replace `model`'s parameters in place with GHN-predicted (or classic) values.
 
     Args:
@@ -75,6 +76,11 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
         example_input: an input for graph capture when torch.fx cannot trace the model.
         generator: RNG for the classic initializer and the fallback: a
             ``torch.Generator``, or an int seed (a fresh CPU generator seeded with it).
+        calibrate: GHN methods only: run one forward pass on `example_input` (or a
+            standard-normal batch shaped for the first layer) and rescale every
+            predicted conv/linear that no norm layer follows to unit output std
+            (LSUV-style), so deep nets without BN keep their signal.  False keeps
+            the raw predictions.  The report's ``calibration_note`` says what it did.
 
     Raises:
         TypeError: `model` is not an nn.Module, `generator` is neither a Generator
@@ -125,6 +131,11 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
     ghn_bits, ghn_act, note = _bits_for_ghn(ghn, bits, act_bits if act_bits is not None else bits)
     with torch.no_grad():
         preds = ghn(graph, bits=ghn_bits, act_bits=ghn_act)
+    calibration_note = ""
+    if calibrate and getattr(getattr(ghn, "config", None), "decoder_version", 1) >= 2:
+        # one forward pass fixes the scale of layers no norm rescales (see ghn/calibration.py)
+        calibration = calibrate_scales(model, graph, preds, example_input, image_size=ghn.config.input_shape[-1])
+        calibration_note = calibration.summary()
 
     # Decide every parameter's new value before writing any of them. The first name of a
     # parameter decides for all its (tied) names.
@@ -205,7 +216,8 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
     report = InitReport(method=method, sources=sources, fallback=fallback, skipped=skipped,
                         capture_method=graph.method, capture_note=capture_note, bits=bits_per_layer,
                         act_bits=act_per_layer, ghn_bits_note=note, seconds=time.perf_counter() - t0,
-                        weights_id=weights_id, weights_sha256=sha, weights_note=weights_note)
+                        weights_id=weights_id, weights_sha256=sha, weights_note=weights_note,
+                        calibration_note=calibration_note)
     logger.info("%s", report)
     return report
 

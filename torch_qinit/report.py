@@ -15,7 +15,8 @@ class InitReport:
     (including predictions that were not finite).  `skipped` lists parameters
     left as they were on purpose (layers with a zero-size dimension).
     `capture_note` says why graph capture did not use torch.fx (empty when it
-    did); `weights_note` which checkpoint was used and why.
+    did); `weights_note` which checkpoint was used and why; `calibration_note`
+    what the signal calibration of a version-2 GHN rescaled.
     """
 
     method: str
@@ -31,6 +32,7 @@ class InitReport:
     weights_id: str | None = None
     weights_sha256: str | None = None
     weights_note: str = ""                                  # which checkpoint and why
+    calibration_note: str = ""                              # what signal calibration rescaled
 
     @property
     def predicted(self) -> list[str]:
@@ -75,6 +77,8 @@ class InitReport:
             lines.append(f"  weights: {self.weights_id} sha256={(self.weights_sha256 or '')[:16]}…")
         if self.weights_note:
             lines.append(f"    chosen: {self.weights_note}")
+        if self.calibration_note:
+            lines.append(f"  signal calibration: {self.calibration_note}")
         return "\n".join(lines)
 
     __repr__ = __str__

@@ -9,8 +9,8 @@ every other weight gets one data-dependent scalar, in the spirit of LSUV
 parameters and divide each such layer's weight and bias by its output's std,
 in execution order, so later layers see the corrected signal.
 
-Only the predicted tensors change: the pass runs through `functional_call` on
-cloned buffers, so running statistics and parameters of the model are untouched.
+Only the predicted tensors change: the pass runs through `functional_call`, and
+buffers (running statistics), attributes and modes are restored afterwards.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..graph.arch_graph import WEIGHT_OPS, ArchGraph
+from ..graph.capture import untouched
 from .signal import signal_rules
 
 __all__ = ["CalibrationResult", "calibrate_scales", "synthetic_input"]
@@ -103,22 +104,21 @@ def calibrate_scales(model: nn.Module, graph: ArchGraph, preds: dict[str, torch.
             return out * factors[name]
         return hook
 
-    state = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
+    state = {k: v.detach() for k, v in model.state_dict(keep_vars=True).items()}
     state.update({k: v.detach() for k, v in preds.items()})
-    modes = {m: m.training for m in model.modules()}
     handles = [mod.register_forward_hook(make_hook(name)) for name, mod in targets.items()]
     try:
-        model.train()  # norms use batch statistics, as in the QAT loop that follows
-        with torch.no_grad():
-            functional_call(model, state, (x,), strict=False)
+        # `untouched` puts back buffers (BN statistics), attributes and train/eval flags afterwards
+        with untouched(model, x):
+            model.train()  # norms use batch statistics, as in the QAT loop that follows
+            with torch.no_grad():
+                functional_call(model, state, (x,), strict=False)
     except Exception as exc:  # noqa: BLE001 - any model we cannot run is skipped, not fatal
         logger.info("signal calibration skipped: %s", exc)
         return CalibrationResult(skipped=f"forward pass failed: {type(exc).__name__}: {exc}")
     finally:
         for h in handles:
             h.remove()
-        for m, mode in modes.items():
-            m.training = mode
     for name, factor in factors.items():
         for local in ("weight", "bias"):
             key = f"{name}.{local}"

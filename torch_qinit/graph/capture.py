@@ -38,7 +38,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .arch_graph import SERVABLE_OPS, ArchGraph, Node
 
-__all__ = ["capture", "capture_with_note"]
+__all__ = ["capture", "capture_with_note", "untouched"]
 
 logger = logging.getLogger(__name__)
 
@@ -380,7 +380,7 @@ class _CopyOnWrite(TorchDispatchMode):
 
 
 @contextlib.contextmanager
-def _untouched(model: nn.Module, example: Any = None, params: bool = False) -> Iterator[None]:
+def untouched(model: nn.Module, example: Any = None, params: bool = False) -> Iterator[None]:
     """Run the body, then put `model` back as it was (attributes, buffers, RNG; parameters if `params`)."""
     devices = sorted({t.device.index or 0 for t in (*model.parameters(), *model.buffers(),
                                                      *_tensors(example)) if t.is_cuda})
@@ -742,7 +742,7 @@ def _capture_hooks(model: nn.Module, example: Any, canonical: dict[int, str],
     record(example, [0])
     handles = []
     # The forward runs on real tensors: buffers, parameters, attributes, modes and RNG are put back.
-    with _untouched(model, example, params=True):
+    with untouched(model, example, params=True):
         try:
             for name, m, is_leaf in order:
                 handles.append(m.register_forward_hook(
@@ -852,7 +852,7 @@ def capture_with_note(model: nn.Module, example_input: Any = None) -> tuple[Arch
         return _capture_module_order(model, canonical), note
 
     try:
-        with _untouched(model):
+        with untouched(model):
             return _capture_fx(model, canonical), ""
     except Exception as exc:  # noqa: BLE001 - any tracing failure means "use a fallback"
         fx_reason = _reason(exc)

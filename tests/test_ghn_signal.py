@@ -1,0 +1,140 @@
+"""Signal propagation: the fan-in rule, the calibration pass, and training from the prediction."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import torch_qinit
+from torch_qinit.ghn import GHN, GHNConfig
+from torch_qinit.ghn.calibration import calibrate_scales
+from torch_qinit.ghn.signal import ACT_GAINS, signal_rules
+from torch_qinit.graph import capture
+from torch_qinit.hub import load_ghn
+from torch_qinit.space import build_arch
+
+
+@pytest.fixture(scope="module")
+def ghn():
+    """The bundled GHN-QAT once it is version 2; until then an untrained version-2 GHN."""
+    bundled = load_ghn("default")
+    if bundled.config.decoder_version >= 2:
+        return bundled
+    torch.manual_seed(0)
+    return GHN(GHNConfig()).eval()
+
+
+def _ratio(model, ghn, x, **kw):
+    torch_qinit.initialize_(model, bits=4, weights=ghn, **kw)
+    with torch.no_grad():
+        y = model(x)
+    return (y.std() / x.std()).item()
+
+
+@pytest.mark.parametrize("name", ["relu", "gelu", "silu", "tanh", "hardswish"])
+def test_activation_gains_keep_the_second_moment(name):
+    x = torch.linspace(-12, 12, 200001, dtype=torch.float64)
+    density = torch.exp(-x ** 2 / 2) / math.sqrt(2 * math.pi) * (x[1] - x[0])
+    f = {"relu": torch.relu, "gelu": nn.functional.gelu, "silu": nn.functional.silu, "tanh": torch.tanh,
+         "hardswish": nn.functional.hardswish}[name]
+    assert ACT_GAINS[name] == pytest.approx(1 / math.sqrt((f(x) ** 2 * density).sum().item()), abs=2e-4)
+
+
+def test_signal_rules_read_the_graph():
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.GELU(),
+                          nn.Flatten(), nn.LazyLinear(16), nn.Linear(16, 10))
+    model(torch.zeros(1, 1, 8, 8))
+    graph = capture(model)
+    rules = {n.name: rules for n, rules in zip(graph.nodes, signal_rules(graph).values())}
+    assert rules["0"].free and rules["0"].gain == ACT_GAINS["relu"]       # conv → BN → ReLU
+    assert not rules["3"].free and rules["3"].gain == ACT_GAINS["gelu"]   # conv → GELU
+    assert not rules["6"].free and rules["6"].gain == 1.0                 # linear → linear
+    assert rules["7"].free and rules["7"].gain == 1.0                     # the logits
+
+
+def _plain_cnn(depth, bn):
+    layers, c = [], 1
+    for _ in range(depth):
+        layers += [nn.Conv2d(c, 16, 3, padding=1)] + ([nn.BatchNorm2d(16)] if bn else []) + [nn.ReLU()]
+        c = 16
+    return nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("bn", [False, True])
+def test_fifty_layer_plain_cnn_keeps_its_scale(ghn, bn):
+    torch.manual_seed(1)
+    ratio = _ratio(_plain_cnn(50, bn), ghn, torch.randn(16, 1, 28, 28))
+    assert 0.3 <= ratio <= 3, ratio
+
+
+def test_thousand_layer_linear_stack_keeps_its_scale(ghn):
+    torch.manual_seed(1)
+    model = nn.Sequential(*[nn.Linear(8, 8) for _ in range(1000)])
+    ratio = _ratio(model, ghn, torch.randn(64, 8))
+    assert 0.3 <= ratio <= 3, ratio
+
+
+def test_without_calibration_deep_stacks_are_not_guaranteed(ghn):
+    """The calibration is what guarantees the scale (the raw prediction of an untrained GHN drifts)."""
+    torch.manual_seed(1)
+    model = nn.Sequential(*[m for _ in range(200) for m in (nn.Linear(64, 64), nn.ReLU())])
+    report = torch_qinit.initialize_(model, bits=4, weights=ghn, calibrate=False)
+    assert report.calibration_note == ""
+    report = torch_qinit.initialize_(model, bits=4, weights=ghn)
+    assert "200 layers rescaled" in report.calibration_note
+
+
+def test_calibration_changes_only_the_predictions():
+    torch.manual_seed(0)
+    ghn = GHN(GHNConfig(hidden=32, layers=1, heads=4)).eval()
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
+                          nn.Flatten(), nn.LazyLinear(10))
+    model(torch.zeros(1, 1, 28, 28))
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    graph = capture(model)
+    with torch.no_grad():
+        preds = ghn(graph, bits=4)
+    raw = preds["3.weight"].clone()
+    result = calibrate_scales(model, graph, preds)
+    assert set(result.factors) == {"3"}, "only the conv that no norm follows is rescaled (not the logits)"
+    torch.testing.assert_close(preds["3.weight"], raw * result.factors["3"])
+    assert not model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_calibration_skips_a_model_it_cannot_run():
+    torch.manual_seed(0)
+    ghn = GHN(GHNConfig(hidden=32, layers=1, heads=4)).eval()
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    graph = capture(model)
+    with torch.no_grad():
+        preds = ghn(graph, bits=4)
+    result = calibrate_scales(model, graph, preds, example_input=torch.randn(4, 5))  # wrong width
+    assert result.skipped and "forward pass failed" in result.skipped
+
+
+@pytest.mark.parametrize("opt", ["sgd0.1", "sgd0.02", "adam"])
+def test_qat_from_the_prediction_does_not_diverge(ghn, opt):
+    """LeNet-5 started from the GHN, the textbook recipes: SGD momentum 0.9 at lr 0.02 / 0.1, Adam 1e-3."""
+    torch.manual_seed(0)
+    model = build_arch("classic", 0)  # lenet5
+    torch_qinit.initialize_(model, bits=4, weights=ghn)
+    teacher = nn.Linear(28 * 28, 10)
+    x = torch.randn(512, 1, 28, 28)
+    y = teacher(x.flatten(1)).argmax(1)
+    if opt == "adam":
+        optim = torch.optim.Adam(model.parameters(), lr=1e-3)
+    else:
+        optim = torch.optim.SGD(model.parameters(), lr=float(opt[3:]), momentum=0.9)
+    losses = []
+    for step in range(40):
+        idx = torch.randint(0, 512, (64,))
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses), losses
+    assert max(losses[-10:]) < 3 * losses[0], losses
