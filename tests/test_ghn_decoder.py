@@ -69,11 +69,11 @@ def test_orthonormalize_shrinks_only_directions_without_energy():
 def test_scale_follows_the_signal_rule():
     torch.manual_seed(0)
     pattern = orthonormalize(torch.randn(1, 32, 288))[0].view(32, 32, 3, 3)
-    fixed = shape_weight(pattern, torch.tensor(1.7), SignalRule(math.sqrt(2), free=False))
-    free = shape_weight(pattern, torch.tensor(1.7), SignalRule(math.sqrt(2), free=True))
+    fixed = shape_weight(pattern, torch.tensor(0.5), SignalRule(math.sqrt(2), free=False))
+    free = shape_weight(pattern, torch.tensor(0.5), SignalRule(math.sqrt(2), free=True))
     he = math.sqrt(2 / 288)
     assert fixed.pow(2).mean().sqrt().item() == pytest.approx(he, rel=1e-4)  # learned gain ignored
-    assert free.pow(2).mean().sqrt().item() == pytest.approx(1.7 * he, rel=1e-4)
+    assert free.pow(2).mean().sqrt().item() == pytest.approx(2 ** 0.5 * he, rel=1e-4)  # 2**t, t = 0.5
 
 
 def test_one_element_and_empty_weights(ghn):
@@ -84,13 +84,24 @@ def test_one_element_and_empty_weights(ghn):
     assert torch.isfinite(empty["2.weight"]).all()
 
 
-def test_learned_gain_is_bounded(ghn):
-    h = torch.randn(100, ghn.config.hidden) * 100
-    with torch.no_grad():
-        ghn.decoder.gain.weight.normal_()
-        g = ghn.decoder.gains(h)
-        ghn.decoder.gain.weight.zero_()
-    assert g.min() >= 0.5 - 1e-6 and g.max() <= 2.0 + 1e-6
+def test_learned_gain_is_bounded():
+    """Extreme decoder outputs stay within [1/2, 2] (hidden layers before a norm) and [1/4, 4] (logits)."""
+    pattern = torch.randn(16, 32)
+    for output, bound in ((False, 2.0), (True, 4.0)):
+        rule = SignalRule(1.0, free=True, output=output)
+        for t in (-1.0, 1.0):
+            rms = shape_weight(pattern, torch.tensor(t), rule).pow(2).mean().sqrt().item() * math.sqrt(32)
+            assert rms == pytest.approx(bound ** t, rel=1e-3)
+
+
+def test_the_output_layer_is_not_orthonormalized(ghn):
+    """Logit rows may differ in norm (class weighting); hidden layers get orthonormal row blocks."""
+    preds = _predict(ghn, nn.Sequential(nn.Linear(30, 20), nn.ReLU(), nn.Linear(20, 10)))
+    hidden, logits = preds["0.weight"], preds["2.weight"]
+    gram = hidden @ hidden.T
+    torch.testing.assert_close(gram / gram.diagonal().mean(), torch.eye(20), atol=1e-3, rtol=0)
+    norms = logits.norm(dim=1)
+    assert norms.max() / norms.min() > 1.01
 
 
 def test_config_without_version_is_the_first_decoder():

@@ -26,6 +26,7 @@ from torch.func import functional_call
 from tqdm import tqdm
 
 from ..ghn import GHN, GHNConfig
+from ..ghn.calibration import calibrated_layers, unit_std_hook
 from ..graph import capture
 from ..graph.arch_graph import WEIGHT_OPS
 from ..quant import quantize_model, set_quant_bits
@@ -84,6 +85,9 @@ class ArchCache:
             model = spec.build()
             graph = capture(model)
             qmodel = quantize_model(model, w_bits=None, a_bits=None, fold_bn=False)
+            modules = dict(qmodel.named_modules())
+            for name in calibrated_layers(graph):  # train under the scaling initialize_ applies
+                modules[name].register_forward_hook(unit_std_hook)
             qmodel.train()
             if len(self._items) >= self.max_items:
                 self._items.pop(next(iter(self._items)))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,7 +26,7 @@ from ..graph.arch_graph import WEIGHT_OPS, ArchGraph
 from ..graph.capture import untouched
 from .signal import signal_rules
 
-__all__ = ["CalibrationResult", "calibrate_scales", "synthetic_input"]
+__all__ = ["CalibrationResult", "calibrate_scales", "calibrated_layers", "synthetic_input", "unit_std_hook"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,19 @@ def synthetic_input(graph: ArchGraph, model: nn.Module, image_size: int) -> torc
     return None
 
 
+def calibrated_layers(graph: ArchGraph) -> list[str]:
+    """Qualified names of the conv/linear layers whose scale calibration fixes (no norm, not the logits)."""
+    rules = signal_rules(graph)
+    return [node.name for i, node in enumerate(graph.nodes)
+            if node.op in WEIGHT_OPS and not rules[i].free and "weight" in node.params]
+
+
+def unit_std_hook(_module: nn.Module, _inputs: Any, out: torch.Tensor) -> torch.Tensor:
+    """Forward hook for GHN training: the calibration as a per-batch constant, so the GHN
+    learns under the same scaling `calibrate_scales` bakes in at initialization time."""
+    return out / out.detach().std().clamp_min(1e-8)
+
+
 def calibrate_scales(model: nn.Module, graph: ArchGraph, preds: dict[str, torch.Tensor],
                      example_input: torch.Tensor | None = None, image_size: int = 28) -> CalibrationResult:
     """Rescale, in `preds`, every predicted weight whose output no norm layer rescales.
@@ -78,14 +92,9 @@ def calibrate_scales(model: nn.Module, graph: ArchGraph, preds: dict[str, torch.
     The output layer keeps the GHN's logit scale; its input is calibrated.
     Never raises for a model it cannot run: the result says why it skipped.
     """
-    rules = signal_rules(graph)
     modules = dict(model.named_modules())
-    targets = {}
-    for i, node in enumerate(graph.nodes):
-        rule = rules[i]
-        weight = f"{node.name}.weight"
-        if node.op in WEIGHT_OPS and not rule.free and weight in preds and node.name in modules:
-            targets[node.name] = modules[node.name]
+    targets = {name: modules[name] for name in calibrated_layers(graph)
+               if f"{name}.weight" in preds and name in modules}
     if not targets:
         return CalibrationResult()
     x = example_input if example_input is not None else synthetic_input(graph, model, image_size)

@@ -68,10 +68,14 @@ class BlockDecoder(nn.Module):
                 nn.init.zeros_(lin.bias)
 
     # -- weights -----------------------------------------------------------------------------
-    def patterns(self, h: torch.Tensor, shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
-        """h [M, hidden] and one weight shape per row → M unnormalized patterns of those shapes."""
+    def patterns(self, h: torch.Tensor, shapes: list[tuple[int, ...]],
+                 orthonormal: list[bool] | None = None) -> list[torch.Tensor]:
+        """h [M, hidden] and one weight shape per row → M unnormalized patterns of those shapes.
+
+        Version 2 orthonormalizes each pattern's row blocks unless `orthonormal[m]` is False.
+        """
         if self.cfg.decoder_version >= 2:
-            return self._tiled_patterns(h, shapes)
+            return self._tiled_patterns(h, shapes, orthonormal or [True] * len(shapes))
         blocks = self._blocks(h, [self._need_v1(s) for s in shapes])
         return [_fit_v1(b, s) for b, s in zip(blocks, shapes)]
 
@@ -87,7 +91,8 @@ class BlockDecoder(nn.Module):
     def _row_codes(self, h: torch.Tensor) -> torch.Tensor:
         return self.rows(h).view(-1, self.cfg.block_out, self.cfg.decoder_rank)
 
-    def _tiled_patterns(self, h: torch.Tensor, shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
+    def _tiled_patterns(self, h: torch.Tensor, shapes: list[tuple[int, ...]],
+                        orthonormal: list[bool]) -> list[torch.Tensor]:
         c, K = self.cfg, self.cfg.block_kernel
         if not shapes:
             return []
@@ -121,7 +126,9 @@ class BlockDecoder(nn.Module):
                                       for b, cin_b in enumerate(_chunks(shape[1], c.block_in))], dim=1)
                            for a in range(n_out)], dim=0).reshape(shape[0], -1)
                 for m, (shape, (n_out, n_in)) in enumerate(zip(shapes, grids))]
-        mats = _orthonormal_blocks(mats, c.block_out)
+        chosen = [m for m, flag in enumerate(orthonormal) if flag]
+        for m, q in zip(chosen, _orthonormal_blocks([mats[m] for m in chosen], c.block_out)):
+            mats[m] = q
         out = []
         for shape, w in zip(shapes, mats):
             if len(shape) == 4:
@@ -150,10 +157,11 @@ class BlockDecoder(nn.Module):
 
     # -- scales and vectors -------------------------------------------------------------------
     def gains(self, h: torch.Tensor) -> torch.Tensor:
-        """Learned per-node gain [M]: v1 in (0, 2); v2 in [1/2, 2], both starting at 1."""
+        """Learned per-node gain [M]: v1 the factor in (0, 2); v2 its log-position t in (-1, 1),
+        mapped to a factor by `shape_weight` (the range depends on the layer's rule).  Both start at 1 / 0."""
         g = self.gain(h).squeeze(-1)
         if self.cfg.decoder_version >= 2:
-            return torch.exp(math.log(2.0) * torch.tanh(g))
+            return torch.tanh(g)
         return 2.0 * torch.sigmoid(g)
 
     def vectors(self, h: torch.Tensor, size: int) -> torch.Tensor:
@@ -254,7 +262,8 @@ def shape_weight(pattern: torch.Tensor, gain: torch.Tensor, rule: SignalRule | N
     """Standardize a decoded pattern and scale it to std = rule.gain × gain / sqrt(fan_in).
 
     `rule=None` is version 1: He's std sqrt(2 / fan_in) times the learned gain.
-    With a rule, the learned gain applies only where `rule.free` (see signal.py).
+    With a rule (version 2), `gain` is the decoder's t in (-1, 1), a factor
+    max_factor**t that applies only where `rule.free` (see signal.py).
     Empty weights stay empty; a one-element or constant pattern, which has no
     spread to standardize, gets ±std instead of 0.
     """
@@ -265,8 +274,9 @@ def shape_weight(pattern: torch.Tensor, gain: torch.Tensor, rule: SignalRule | N
     if rule is None:
         std = gain * math.sqrt(2.0 / fan_in)
     else:
-        std = (gain if rule.free else 1.0) * (rule.gain / math.sqrt(fan_in))
-    if rule is not None and pattern.numel() > 1:
+        factor = torch.exp(math.log(rule.max_factor) * gain) if rule.free else 1.0
+        std = factor * (rule.gain / math.sqrt(fan_in))
+    if rule is not None and not rule.output and pattern.numel() > 1:
         # version 2 patterns are orthonormal tiles: scale by their RMS; subtracting a mean would bend them
         rms = pattern.pow(2).mean().sqrt()
         if rms > 1e-8:

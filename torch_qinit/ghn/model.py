@@ -182,10 +182,11 @@ class GHN(nn.Module):
             gains = self.decoder.gains(h_rows)
             version = self.config.decoder_version
             weight_targets = [t for t in targets if t.kind == "weight"]
-            patterns = self.decoder.patterns(h_rows[[rows[(t.graph, t.node)] for t in weight_targets]],
-                                             [t.shape for t in weight_targets])
-            pattern_of = {id(t): p for t, p in zip(weight_targets, patterns)}
             rules = [signal_rules(g) if version >= 2 else None for g in graph_list]
+            patterns = self.decoder.patterns(
+                h_rows[[rows[(t.graph, t.node)] for t in weight_targets]], [t.shape for t in weight_targets],
+                [rules[t.graph] is None or not rules[t.graph][t.node].output for t in weight_targets])
+            pattern_of = {id(t): p for t, p in zip(weight_targets, patterns)}
             vec_targets: dict[int, list[_Target]] = {}
             for t in targets:
                 if t.kind == "weight":

@@ -31,10 +31,21 @@ _NORMS = frozenset({"batch_norm", "layer_norm", "group_norm"})
 
 @dataclass(frozen=True)
 class SignalRule:
-    """Scale of one weight: std = gain / sqrt(fan_in) × (learned factor if `free`)."""
+    """Scale of one weight: std = gain / sqrt(fan_in) × (learned factor if `free`).
+
+    `output` marks a layer whose result is the network's output (the logits):
+    its learned factor has a wider range (the logit temperature), and its
+    pattern is not orthonormalized, so it can weigh classes unequally.
+    """
 
     gain: float
     free: bool
+    output: bool = False
+
+    @property
+    def max_factor(self) -> float:
+        """The learned factor lies in [1 / max_factor, max_factor]."""
+        return 4.0 if self.output else 2.0
 
 
 def signal_rules(graph: ArchGraph) -> dict[int, SignalRule]:
@@ -63,11 +74,11 @@ def _rule(graph: ArchGraph, succ: dict[int, list[int]], start: int) -> SignalRul
             if op in ACT_GAINS:
                 return SignalRule(ACT_GAINS[op], normed)
             if op == "output":
-                return SignalRule(1.0, True)  # logit scale: the GHN's to choose, within bounds
+                return SignalRule(1.0, True, output=True)  # logit scale: the GHN's to choose, within bounds
             if op in _NORMS:
                 normed = True
             elif op not in _TRANSPARENT:
                 return SignalRule(1.0, normed)  # another weight op, mul, ...: a linear map
             nxt.extend(succ.get(i, []))
         frontier = nxt
-    return SignalRule(1.0, True)  # nothing follows: treat like an output
+    return SignalRule(1.0, True, output=True)  # nothing follows: treat like an output
