@@ -327,7 +327,7 @@ def test_all_methods_failing_exits_2(project, monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("TORCH_QINIT_WEIGHTS_DIR", str(tmp_path / "no-weights"))
     assert _run(project, methods="ghn-qat,ghn") == EXIT_USAGE
     captured = capsys.readouterr()
-    assert "no method could run" in captured.err and "loading the ghn-qat checkpoint" in captured.out
+    assert "no method could run" in captured.err and "failed: init: GHNLoadError" in captured.out
 
 
 @pytest.mark.parametrize("model, expected", [
@@ -426,7 +426,8 @@ def test_ghn_method_runs_on_a_user_model(project):
     ghn = next(r for r in res.runs if r.method == "ghn-qat")
     assert ghn.status == "ok", ghn.error
     assert ghn.fallback_params == 0  # conv, BN and linear: all served by the GHN
-    assert res.config["ghn_weights"]["ghn-qat"].startswith("bundled:ghn-qat")
+    assert res.config["ghn_weights"]["ghn-qat"].startswith("bundled:ghn-qat sha256 ")
+    assert "input channels" in ghn.weights  # why initialize_ chose that checkpoint
     assert any("ghn-qat" in v and "classic init (he_normal)" in v for v in markdown(res).splitlines())
 
 

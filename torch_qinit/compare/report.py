@@ -107,6 +107,12 @@ def markdown(result: CompareResult, outcomes: Sequence[GateOutcome] = ()) -> str
     v = verdicts(result)
     if v:
         lines += [""] + [f"- {s}" for s in v]
+    ghn = result.config.get("ghn_weights") or {}
+    if ghn:
+        lines += ["", "GHN checkpoints: " + "; ".join(f"{m}: {w}" for m, w in ghn.items())]
+    notes = {(r.method, n) for r in result.runs for n in r.notes}
+    if notes:  # warnings from initialize_ and QAT (e.g. a bit width the GHN never saw, skipped steps)
+        lines += ["", "Notes:"] + [f"- {m}: {n}" for m, n in sorted(notes)[:12]]
     if result.diverged_runs:
         lines += ["", "Diverged (QAT ended in NaN): " + ", ".join(
             f"{r.method} W{r.bits}A{r.act_bits} seed {r.seed}"

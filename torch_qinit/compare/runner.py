@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -116,8 +117,9 @@ class RunResult:
     stopped_at: int | None = None  # set when the run diverged and was stopped early
     diverged: bool = False
     fallback_params: int = 0
+    weights: str = ""  # the GHN checkpoint a GHN method used (id and sha256 prefix) and why
     seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # warnings raised during the run
 
 
 @dataclass
@@ -215,7 +217,7 @@ def _zero_shot(model: nn.Module, w_bits: int, a_bits: int, test: Iterable[Any], 
 
 
 def _run_one(run: RunResult, factory: ModelFactory, data: Data, calib: list[Any], example: torch.Tensor,
-             ghn: nn.Module | None, *, steps: int, eval_every: int, optimizer: str, lr: float, nan_patience: int,
+             *, steps: int, eval_every: int, optimizer: str, lr: float, nan_patience: int,
              device: torch.device, progress: bool) -> None:
     """Fill `run` in place; any failure marks it failed with the stage and reason instead of raising."""
     import torch_qinit
@@ -228,10 +230,14 @@ def _run_one(run: RunResult, factory: ModelFactory, data: Data, calib: list[Any]
             warnings.simplefilter("always")
             model = factory.build(run.seed).to(device)
             stage = "init"
+            # weights=None: initialize_ picks the bundled checkpoint matching the model's input and says why.
             report = torch_qinit.initialize_(model, bits=run.bits, act_bits=run.act_bits, method=run.method,
-                                             weights=ghn, example_input=example.to(device),
+                                             example_input=example.to(device),
                                              generator=torch.Generator().manual_seed(run.seed))
             run.fallback_params = int(getattr(report, "num_fallback", 0))
+            if getattr(report, "weights_id", None):
+                run.weights = (f"{report.weights_id} sha256 {str(report.weights_sha256 or '')[:12]}"
+                               + (f" ({report.weights_note})" if getattr(report, "weights_note", "") else ""))
             stage = "zero-shot"
             run.zero_shot = _zero_shot(model, run.bits, run.act_bits, data.test, calib, device)
             run.curve = [(0, run.zero_shot)]
@@ -360,7 +366,6 @@ def compare(
         >>> res = compare("mymodels.py:lenet", dataset="fmnist", bits="4,2", steps=200)  # doctest: +SKIP
         >>> print(markdown(res))                                                        # doctest: +SKIP
     """
-    from torch_qinit.initialize import GHN_METHODS
     from torch_qinit.qat import OPTIMIZERS
 
     t_start = time.perf_counter()
@@ -409,17 +414,6 @@ def compare(
     calib = list(itertools.islice(loaded.train, calib_batches))
     example = first_batch(loaded.train)[0][:1]
 
-    ghns: dict[str, nn.Module] = {}
-    ghn_errors: dict[str, str] = {}
-    for m in methods:
-        if m in GHN_METHODS:
-            from torch_qinit.hub import load_ghn
-
-            try:
-                ghns[m] = load_ghn(m)
-            except Exception as exc:  # reported per run; classic methods still run
-                ghn_errors[m] = f"loading the {m} checkpoint: {one_line(exc)}"
-
     runs = [RunResult(m, w, a, s) for (w, a) in zip(bits_l, act_l) for s in seeds_l for m in methods]
     bar = None
     if progress:
@@ -430,12 +424,9 @@ def compare(
         for run in runs:
             if bar is not None:
                 bar.set_postfix_str(f"{run.method} W{run.bits}A{run.act_bits} seed {run.seed}")
-            if run.method in ghn_errors:
-                run.status, run.error = "failed", ghn_errors[run.method]
-            else:
-                _run_one(run, factory, loaded, calib, example, ghns.get(run.method), steps=steps,
-                         eval_every=eval_every, optimizer=optimizer, lr=lr, nan_patience=nan_patience, device=device,
-                         progress=progress)
+            # Per-step bars only on a terminal: in a CI log every refresh becomes a line; the run bar is enough.
+            _run_one(run, factory, loaded, calib, example, steps=steps, eval_every=eval_every, optimizer=optimizer,
+                     lr=lr, nan_patience=nan_patience, device=device, progress=progress and sys.stderr.isatty())
             if bar is not None:
                 bar.update(1)
     finally:
@@ -448,8 +439,8 @@ def compare(
         "methods": methods, "bits": bits_l, "act_bits": act_l, "seeds": seeds_l, "steps": steps, "epochs": epochs,
         "optimizer": optimizer, "lr": lr, "batch_size": batch_size, "eval_every": eval_every,
         "calib_batches": calib_batches, "device": str(device),
-        "ghn_weights": {m: f"{getattr(g, 'source_id', '?')} sha256 {str(getattr(g, 'weights_sha256', ''))[:12]}"
-                        for m, g in ghns.items()},
+        "ghn_weights": {m: next(r.weights for r in runs if r.method == m and r.weights)
+                        for m in methods if any(r.method == m and r.weights for r in runs)},
     }
     return CompareResult(config=config, runs=runs, summary=summarize(runs, methods, configs, steps > 0),
                          seconds=time.perf_counter() - t_start, machine=machine_string())
