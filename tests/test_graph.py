@@ -213,10 +213,14 @@ class ResNet18(nn.Module):
 # --------------------------------------------------------------------------- #
 # tests
 # --------------------------------------------------------------------------- #
-def test_public_api():
-    assert callable(capture)
-    assert "conv" in OP_KINDS and "conv" in SERVABLE_OPS
-    assert Node("conv", "c").op == "conv"
+def test_op_tables_cover_what_capture_emits():
+    """Every op a captured space net holds is a known kind, and the servable ops are known kinds."""
+    from torch_qinit.space import build_arch
+
+    assert set(SERVABLE_OPS) <= set(OP_KINDS)
+    ops = {n.op for i in range(5) for n in capture(build_arch("test", i)).nodes}
+    assert ops <= set(OP_KINDS) and {"input", "output", "conv", "linear"} <= ops
+    assert Node("conv", "c").params is not Node("conv", "d").params  # no shared mutable default
 
 
 def test_sequential_cnn():

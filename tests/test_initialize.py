@@ -11,7 +11,7 @@ from torch import nn
 
 import torch_qinit
 from torch_qinit.ghn import GHN, GHNConfig
-from torch_qinit.hub import save_pretrained
+from torch_qinit.hub import load_ghn, save_pretrained
 from torch_qinit.space import build_arch
 
 
@@ -96,10 +96,65 @@ def test_unservable_parameters_fall_back_and_strict_refuses(ghn_dir):
     _assert_untouched(model, before)
 
 
+def _ghn_prediction(ghn_dir, model, bits, act_bits="same"):
+    """What the GHN itself predicts for `model`'s graph: the values initialize_ must write."""
+    ghn = load_ghn(ghn_dir)
+    with torch.no_grad():
+        return ghn(torch_qinit.capture(model), bits=bits, act_bits=act_bits)
+
+
+def test_parameters_hold_the_ghn_prediction(ghn_dir):
+    """The central write: after initialize_ every parameter equals the GHN's prediction for its graph."""
+    model = build_arch("test", 0)
+    before = _state(model)
+    expected = _ghn_prediction(ghn_dir, model, 4)
+    report = torch_qinit.initialize_(model, bits=4, weights=ghn_dir, calibrate=False)
+    params = dict(model.named_parameters())
+    assert set(expected) == set(params) == set(report.predicted)
+    for name, p in params.items():
+        assert torch.equal(p.detach(), expected[name]), name
+        assert not torch.equal(p.detach(), before[name]), name  # the write happened
+
+
+def test_calibration_rescales_the_prediction_per_output_channel(ghn_dir):
+    """calibrate=True (the default) writes the prediction times one positive scale per layer."""
+    model = build_arch("nobn", 0)
+    expected = _ghn_prediction(ghn_dir, model, 4)
+    report = torch_qinit.initialize_(model, bits=4, weights=ghn_dir)
+    assert report.calibration_note
+    scaled = 0
+    for name, p in model.named_parameters():
+        if name.endswith("weight") and p.dim() >= 2:
+            ratio = p.detach() / expected[name]
+            ratio = ratio[expected[name] != 0]
+            torch.testing.assert_close(ratio, ratio[0].expand_as(ratio), rtol=1e-4, atol=0)
+            assert ratio[0] > 0
+            scaled += not torch.allclose(ratio[0], torch.tensor(1.0))
+    assert scaled, "calibration rescaled no layer of a net without BN"
+
+
 def test_mixed_precision_dict(ghn_dir):
     model = build_arch("test", 2)
-    report = torch_qinit.initialize_(model, bits={"stem.0": 8, "classifier": 2}, weights=ghn_dir)
-    assert report.bits == {"stem.0": 8, "classifier": 2}
+    spec = {"stem.0": 8, "classifier": 2}
+    report = torch_qinit.initialize_(model, bits=spec, weights=ghn_dir, calibrate=False)
+    assert report.bits == spec  # only the named layers: others get the dict's most common width in the GHN
+    expected = _ghn_prediction(ghn_dir, model, spec)
+    uniform = _ghn_prediction(ghn_dir, model, 8)
+    for name, p in model.named_parameters():
+        assert torch.equal(p.detach(), expected[name]), name
+    assert not torch.equal(model.classifier.weight.detach(), uniform["classifier.weight"])
+
+
+def test_bits_expand_to_every_weight_layer_and_act_bits_reach_the_ghn(ghn_dir):
+    model = build_arch("test", 2)
+    layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    report = torch_qinit.initialize_(model, bits=4, act_bits=8, weights=ghn_dir, calibrate=False)
+    assert report.bits == dict.fromkeys(layers, 4) and report.act_bits == dict.fromkeys(layers, 8)
+    w4a8 = _ghn_prediction(ghn_dir, model, 4, 8)
+    w4a4 = _ghn_prediction(ghn_dir, model, 4, 4)
+    for name, p in model.named_parameters():
+        assert torch.equal(p.detach(), w4a8[name]), name
+    assert any(not torch.equal(w4a8[n], w4a4[n]) for n in w4a8)
 
 
 def test_unseen_bits_are_mapped_with_a_warning(ghn_dir):

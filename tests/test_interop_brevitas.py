@@ -78,7 +78,6 @@ def test_initialize_brevitas_model_with_declared_bits(ghn_dir):
     m = _net()
     before = _weights(m)
     report = torch_qinit.initialize_(m, bits=declared_bits(m), weights=ghn_dir, example_input=X)
-    assert report.bits == DECLARED
     # every conv/linear/bn weight and bias is predicted; brevitas' activation scales are left as they were
     assert set(report.predicted) == {f"{layer}.{p}" for layer in ("conv1", "bn1", "conv2", "fc")
                                      for p in ("weight", "bias")}

@@ -7,8 +7,10 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from torch_qinit.cli.trainer import TrainConfig, lr_at, sample_bits, step_generator, train
+from torch_qinit.cli.trainer import TrainConfig, _upgrade_decoder, lr_at, sample_bits, step_generator, train
+from torch_qinit.ghn import GHN, GHNConfig
 from torch_qinit.graph import capture
+from torch_qinit.hub import save_pretrained
 from torch_qinit.space import build_arch
 
 TINY = {"hidden": 32, "layers": 1, "heads": 4, "decoder_rank": 8}
@@ -36,12 +38,51 @@ def test_resume_is_bit_exact(tmp_path):
     assert (tmp_path / "full" / "final" / "model.safetensors").exists()
 
 
+def _fresh_ghn(seed=0, **kw):
+    torch.manual_seed(seed)
+    return GHN(GHNConfig(**{**TINY, **kw}))
+
+
 def test_qat_warm_start_from_float_run(tmp_path):
     images, labels = _data()
-    train(_cfg(tmp_path / "float", steps=3), images, labels)
+    trained = train(_cfg(tmp_path / "float", steps=3), images, labels).state_dict()
+    fresh = _fresh_ghn().state_dict()
+    # zero QAT steps: the QAT GHN is exactly the float run's final GHN, not a fresh one with the same seed
+    start = train(_cfg(tmp_path / "qat0", stage="qat", steps=0, init_from=str(tmp_path / "float" / "final")),
+                  images, labels)
+    assert start.state_dict().keys() == trained.keys()
+    for k, v in start.state_dict().items():
+        assert torch.equal(v, trained[k]), k
+    assert any(not torch.equal(fresh[k], trained[k]) for k in trained)
+    # the training state (ckpt/) is a warm start too
+    from_state = train(_cfg(tmp_path / "qat0s", stage="qat", steps=0, init_from=str(tmp_path / "float" / "ckpt")),
+                       images, labels)
+    for k, v in from_state.state_dict().items():
+        assert torch.equal(v, trained[k]), k
+    # and QAT steps then move on from there
     ghn = train(_cfg(tmp_path / "qat", stage="qat", steps=3, init_from=str(tmp_path / "float" / "final")),
                 images, labels)
-    assert ghn.config.method == "ghn-qat"
+    assert ghn.config.method == "ghn-qat" and ghn.config.bits == (2, 3, 4, 8)
+    assert ghn.config.training["warm_start"]["stage"] == "float"
+    assert any(not torch.equal(v, trained[k]) for k, v in ghn.state_dict().items())
+
+
+def test_warm_start_from_decoder_v1_keeps_the_encoder(tmp_path):
+    """A version-1 checkpoint warm-starts a version-2 GHN: encoder tensors carried over, decoder fresh."""
+    images, labels = _data()
+    old = _fresh_ghn(seed=1, decoder_version=1, decoder_hidden=0, block_kernel=3)
+    old.config.input_shape = tuple(images.shape[1:])
+    save_pretrained(old, tmp_path / "v1")
+    ghn = train(_cfg(tmp_path / "run", steps=0, init_from=str(tmp_path / "v1")), images, labels)
+    assert ghn.config.decoder_version == GHNConfig.decoder_version == 2
+    assert ghn.config.block_kernel == GHNConfig.block_kernel and ghn.config.decoder_hidden == GHNConfig.decoder_hidden
+    new, before = ghn.state_dict(), old.state_dict()
+    encoder = [k for k in before if not k.startswith("decoder.")]
+    assert encoder and all(torch.equal(new[k], before[k]) for k in encoder)
+    assert {k for k in new if k.startswith("decoder.")} != {k for k in before if k.startswith("decoder.")}
+    # _upgrade_decoder leaves a current-version GHN alone (same object)
+    current = _fresh_ghn()
+    assert _upgrade_decoder(current) is current
 
 
 def test_bits_sampling_covers_float_uniform_and_mixed():
@@ -81,9 +122,7 @@ def test_two_gloo_ranks_end_identical(tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     # and they trained: not equal to a fresh GHN with the same seed
-    torch.manual_seed(0)
-    from torch_qinit.ghn import GHN, GHNConfig
-    fresh = GHN(GHNConfig(**TINY)).state_dict()
+    fresh = _fresh_ghn().state_dict()
     assert any(not torch.equal(fresh[k], a[k]) for k in a)
 
 
