@@ -115,3 +115,10 @@ def test_config_without_version_is_the_first_decoder():
     preds = _predict(v1, nn.Sequential(nn.Linear(10, 200), nn.ReLU(), nn.Linear(200, 3)))
     w = preds["0.weight"]
     assert torch.equal(w[:64], w[64:128]), "version 1 tiles (kept only to load old checkpoints)"
+
+
+@pytest.mark.parametrize("rule", [None, SignalRule(1.0, free=False)])
+def test_a_non_finite_pattern_stays_non_finite(rule):
+    """A broken checkpoint must not be laundered into a finite constant weight (initialize_ then falls back)."""
+    pattern = torch.full((4, 3), float("nan"))
+    assert torch.isnan(shape_weight(pattern, torch.tensor(0.0), rule)).all()

@@ -282,6 +282,8 @@ def shape_weight(pattern: torch.Tensor, gain: torch.Tensor, rule: SignalRule | N
         if rms > 1e-8:
             return pattern * (std / rms)
     spread = pattern.std(unbiased=False) if pattern.numel() > 1 else pattern.new_zeros(())
+    if not torch.isfinite(spread) or not torch.isfinite(pattern).all():
+        return pattern * spread  # keep a broken prediction visibly non-finite (initialize_ falls back)
     if pattern.numel() == 1 or not spread > 1e-8:
         sign = torch.where(pattern >= pattern.mean(), 1.0, -1.0) if pattern.numel() > 1 else torch.ones_like(pattern)
         return sign * std
