@@ -10,8 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .quant.fake_quant import check_bits
-from .quant.modules import BitsSpec, _batch_input, quantize_model
+from .bits import check_bits
+from .modules import batch_input, device_of, preserved_modes
+from .quant.modules import BitsSpec, quantize_model
 
 __all__ = ["evaluate", "recalibrate_bn", "accuracy"]
 
@@ -43,25 +44,22 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[Any], num_batches: int | 
     ]
     if not bns or num_batches == 0:
         return model
-    modes = [(m, m.training) for m in model.modules()]
     momenta = [(m, m.momentum) for m in bns]
-    p = next(model.parameters(), None)
-    device = p.device if p is not None else torch.device("cpu")
+    device = device_of(model)
     seen = 0
-    try:
-        for m in bns:
-            m.reset_running_stats()
-            m.momentum = None
-        model.train()
-        with torch.no_grad():
-            for batch in itertools.islice(batches, num_batches):
-                model(_batch_input(batch).to(device))
-                seen += 1
-    finally:
-        for m, mom in momenta:
-            m.momentum = mom
-        for m, mode in modes:
-            m.training = mode
+    with preserved_modes(model):
+        try:
+            for m in bns:
+                m.reset_running_stats()
+                m.momentum = None
+            model.train()
+            with torch.no_grad():
+                for batch in itertools.islice(batches, num_batches):
+                    model(batch_input(batch).to(device))
+                    seen += 1
+        finally:
+            for m, mom in momenta:
+                m.momentum = mom
     if seen == 0:
         logger.warning("recalibrate_bn: no batches; running statistics were reset to defaults")
     return model

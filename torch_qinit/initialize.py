@@ -23,8 +23,9 @@ from .ghn.calibration import calibrate_scales
 from .graph import ArchGraph, capture_with_note
 from .graph.arch_graph import WEIGHT_OPS
 from .init import apply_classic_init, available_methods
-from .init.registry import as_generator, check_writable, classic_values, owned_parameters
-from .quant.fake_quant import check_bits
+from .init.registry import as_generator, classic_values
+from .modules import owned_parameters, write_values
+from .bits import BitsSpec, act_spec, check_spec, expand_bits
 from .report import InitReport
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ GHN_METHODS = ("ghn-qat", "ghn")
 #: Classic rule for parameters the GHN cannot serve.
 FALLBACK_METHOD = "he_normal"
 _WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-Bits = Union[None, int, Mapping[str, Union[int, None]]]
+Bits = BitsSpec  # kept for callers of the old name
 Weights = Union[str, "os.PathLike[str]", nn.Module, None]
 #: Bundled checkpoints per GHN method: Fashion-MNIST (1×28×28, the default) first, then CIFAR-10 (3×32×32).
 _BUNDLED_BY_METHOD: dict[str, tuple[str, ...]] = {"ghn-qat": ("ghn-qat", "ghn-qat-cifar10"),
@@ -49,7 +50,7 @@ def methods() -> list[str]:
 
 def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "ghn-qat",
                 weights: str | os.PathLike[str] | nn.Module | None = None, revision: str | None = None,
-                act_bits: Bits = None, strict: bool = False, example_input: torch.Tensor | None = None,
+                act_bits: Bits | str = None, strict: bool = False, example_input: torch.Tensor | None = None,
                 generator: torch.Generator | int | None = None, calibrate: bool = True) -> InitReport:
     """Replace `model`'s parameters in place with GHN-predicted (or classic) values.
 
@@ -69,7 +70,8 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
             layer's input channels (1: Fashion-MNIST, 3: CIFAR-10; a linear first
             layer: 784 or 3072 features).  The report's ``weights_note`` says which and why.
         revision: Hub revision to pin (with a repo id).
-        act_bits: activation bits, same forms as `bits`; None means same as `bits`.
+        act_bits: activation bits, same forms as `bits`; None (or "same") means the same as
+            `bits`, "float" float activations (the rule of `torch_qinit.bits.act_spec`).
         strict: raise instead of falling back when the GHN cannot serve a parameter
             (or predicts a non-finite value), or when no bundled checkpoint matches
             the model's input channels.
@@ -109,8 +111,9 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
         from .interop import auto_bits  # brevitas is only looked at if the user imported it
 
         bits = auto_bits(model)
+    a_spec = act_spec(bits, act_bits)  # None or "same": as bits; "float": float activations
     bits_per_layer = _bits_per_layer(model, bits, "bits")
-    act_per_layer = bits_per_layer if act_bits is None else _bits_per_layer(model, act_bits, "act_bits")
+    act_per_layer = _bits_per_layer(model, a_spec, "act_bits")
 
     if method not in GHN_METHODS:
         sources = apply_classic_init(model, method, generator=generator)
@@ -128,7 +131,7 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
     graph, capture_note = capture_with_note(model, example_input)
     choice, weights_note = _choose_weights(method, weights, graph, strict)
     ghn = _get_ghn(choice, revision)
-    ghn_bits, ghn_act, note = _bits_for_ghn(ghn, bits, act_bits if act_bits is not None else bits)
+    ghn_bits, ghn_act, note = _bits_for_ghn(ghn, bits, a_spec)
     with torch.no_grad():
         preds = ghn(graph, bits=ghn_bits, act_bits=ghn_act)
     calibration_note = ""
@@ -208,10 +211,7 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
 
     new_values = dict(predicted)
     new_values.update((pid, value) for pid, (value, _, _) in decided.items() if value is not None)
-    check_writable((name, p) for name, _, _, p in owned if id(p) in new_values)
-    with torch.no_grad():
-        for pid, value in new_values.items():
-            params[pid].copy_(value)
+    write_values(owned, new_values)  # every target checked first, then one copy_ per parameter
     weights_id, sha = getattr(ghn, "source_id", "unsaved"), getattr(ghn, "weights_sha256", None)
     report = InitReport(method=method, sources=sources, fallback=fallback, skipped=skipped,
                         capture_method=graph.method, capture_note=capture_note, bits=bits_per_layer,
@@ -225,16 +225,9 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
 def _bits_per_layer(model: nn.Module, bits: Bits, what: str) -> dict[str, Any]:
     """Validate a bits spec and expand it to {weight-layer qualname: bits}."""
     layers = [n for n, m in model.named_modules() if isinstance(m, _WEIGHT_LAYERS)]
-    if isinstance(bits, Mapping):
-        names = {n for n, _ in model.named_modules()}
-        unknown = sorted(set(bits) - names)
-        if unknown:
-            raise ValueError(f"{what} names modules that {type(model).__name__} does not have: {unknown[:5]}")
-        for name, b in bits.items():
-            check_bits(b, f"{what}[{name!r}]")
-        return {n: bits.get(n) for n in layers if n in bits}
-    check_bits(bits, what)
-    return {n: bits for n in layers}
+    check_spec(bits, what, (n for n, _ in model.named_modules()),
+               "{what} names modules that " + type(model).__name__ + " does not have: {unknown}")
+    return expand_bits(bits, layers, only_named=True)
 
 
 def _nearest_trained(b: int | None, trained: tuple[int, ...]) -> int | None:

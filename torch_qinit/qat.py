@@ -29,9 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .bits import MAX_BITS, MIN_BITS, check_spec
 from .evaluation import accuracy
-from .quant.fake_quant import MAX_BITS, MIN_BITS
-from .quant.modules import _batch_input, calibrate, quantize_model, quantized_layers
+from .modules import batch_input, device_of, preserved_modes
+from .quant.modules import calibrate, quantize_model, quantized_layers
 
 __all__ = ["QATResult", "qat_finetune", "qat_accuracy", "OPTIMIZERS"]
 
@@ -75,19 +76,18 @@ class QATResult:
 
 
 def _check_qat_bits(bits: Any, what: str) -> None:
-    """Raise ValueError unless `bits` is an int in 2..8 or a {layer: int} dict: QAT needs a bit-width."""
-
-    def ok(b: Any) -> bool:
-        return isinstance(b, int) and not isinstance(b, bool) and MIN_BITS <= b <= MAX_BITS
-
-    if isinstance(bits, Mapping):
-        bad = {k: v for k, v in bits.items() if v is not None and not ok(v)}
-        if bad or not bits:
+    """Raise ValueError unless `bits` is an int in 2..8 or a non-empty {layer: int or None} dict: QAT needs
+    a bit-width (a float layer in a dict is fine).  The widths are checked by `torch_qinit.bits.check_spec`."""
+    try:
+        if bits is None or (isinstance(bits, Mapping) and not bits):
+            raise ValueError("no bit-width")
+        check_spec(bits, what)
+    except (TypeError, ValueError) as exc:
+        if isinstance(bits, Mapping):
             raise ValueError(f"{what}: every per-layer bit-width must be an int in {MIN_BITS}..{MAX_BITS} "
-                             f"(or None for a float layer); got {bad or bits!r}")
-    elif not ok(bits):
+                             f"(or None for a float layer); got {bits!r}") from exc
         raise ValueError(f"{what} must be an int in {MIN_BITS}..{MAX_BITS} (or a {{layer: bits}} dict) for "
-                         f"quantization-aware training, got {bits!r}")
+                         f"quantization-aware training, got {bits!r}") from exc
 
 
 def _cycle(loader: Iterable[Any]) -> Iterator[Any]:
@@ -325,16 +325,11 @@ def qat_accuracy(
     if not quantized_layers(qmodel):
         raise ValueError("qat_accuracy: no quantized layers; pass a model from qat_finetune or quantize_model")
     if device is None:
-        p = next(qmodel.parameters(), None)
-        device = p.device if p is not None else torch.device("cpu")
+        device = device_of(qmodel)
     net = qmodel
     if calib_loader is not None:
         net = copy.deepcopy(qmodel)
-        calibrate(net, (_batch_input(b) for b in itertools.islice(calib_loader, calib_batches)))
-    modes = [(m, m.training) for m in net.modules()]
-    net.eval()
-    try:
+        calibrate(net, (batch_input(b) for b in itertools.islice(calib_loader, calib_batches)))
+    with preserved_modes(net):
+        net.eval()
         return accuracy(net, loader, device)
-    finally:
-        for m, mode in modes:
-            m.training = mode

@@ -6,15 +6,14 @@ serves uniform 2/3/4/8-bit and per-layer mixed precision.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Union
 
 import torch
 
+from ..bits import SAME, BitsSpec, check_bits, check_spec
 from ..graph.arch_graph import ArchGraph
-from ..quant.fake_quant import check_bits
 
-#: bits spec: None (float), an int for every layer, or {module qualname: bits or None}.
-BitsSpec = Union[None, int, Mapping[str, Union[int, None]]]
+__all__ = ["BITS_VOCAB", "BitsSpec", "bits_index", "node_bits"]
+
 BITS_VOCAB = 8  # float + 2..8
 
 
@@ -23,14 +22,15 @@ def bits_index(b: int | None) -> int:
     return 0 if b is None else b - 1
 
 
-def node_bits(graph: ArchGraph, bits: BitsSpec, act_bits: BitsSpec = "same") -> tuple[torch.Tensor, torch.Tensor]:
+def node_bits(graph: ArchGraph, bits: BitsSpec, act_bits: BitsSpec | str = SAME) -> tuple[torch.Tensor, torch.Tensor]:
     """LongTensors [N] of weight- and activation-bit indices for each node.
 
     A dict gives bits per module qualname; nodes it does not name (activations,
     pools) take the most common value in the dict, so a mixed net still tells the
-    GHN roughly how coarse its activations are.  ``act_bits="same"`` mirrors `bits`.
+    GHN roughly how coarse its activations are.  Specs are resolved ones (`torch_qinit.bits`): None is
+    float; ``act_bits="same"`` mirrors `bits`.
     """
-    if act_bits == "same":
+    if act_bits == SAME:
         act_bits = bits
     w_idx = _per_node(graph, bits, "bits")
     a_idx = _per_node(graph, act_bits, "act_bits")
@@ -38,12 +38,10 @@ def node_bits(graph: ArchGraph, bits: BitsSpec, act_bits: BitsSpec = "same") -> 
 
 
 def _per_node(graph: ArchGraph, spec: BitsSpec, what: str) -> torch.Tensor:
+    check_spec(spec, what)
     if isinstance(spec, Mapping):
         values = list(spec.values())
-        for name, b in spec.items():
-            check_bits(b, f"{what}[{name!r}]")
         default = max(set(values), key=values.count, default=None) if values else None
         out = [bits_index(spec.get(n.name, default)) for n in graph.nodes]
         return torch.tensor(out, dtype=torch.long)
-    check_bits(spec, what)
     return torch.full((graph.num_nodes,), bits_index(spec), dtype=torch.long)

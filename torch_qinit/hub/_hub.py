@@ -54,6 +54,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+#: Normalization a checkpoint without one in its config.json was trained with (Fashion-MNIST: the
+#: GHNConfig default, equal to torch_qinit.data.fashion_mnist.MEAN/STD, which tests/test_data.py checks).
+_DEFAULT_NORM = GHNConfig().normalization
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -181,7 +184,7 @@ def default_model_card(config: GHNConfig, *, num_parameters: int | None = None,
         "## Training data",
         "",
         f"- Dataset: Fashion-MNIST, input shape {tuple(config.input_shape)}, {config.num_classes} classes.",
-        f"- Normalization: mean {norm.get('mean', 0.2860):.4f}, std {norm.get('std', 0.3530):.4f} "
+        f"- Normalization: mean {norm.get('mean', _DEFAULT_NORM['mean']):.4f}, std {norm.get('std', _DEFAULT_NORM['std']):.4f} "
         "(apply the same to your inputs).",
         f"- Design space: {space}",
         f"- Bits seen in training: {bits} (weights and activations, per layer).",

@@ -4,11 +4,12 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
+from ..modules import check_writable, owned_parameters, write_values
 from .classic import (
     glorot_normal_,
     glorot_uniform_,
@@ -72,15 +73,6 @@ def get_initializer(name: str) -> Callable:
     return INITIALIZERS[name]
 
 
-def owned_parameters(model: nn.Module) -> list[tuple[str, nn.Module, str, nn.Parameter]]:
-    """(full name, owning module, local name, param) for every parameter name, tied ones included."""
-    out = []
-    for mod_name, mod in model.named_modules(remove_duplicate=False):
-        for local, p in mod.named_parameters(recurse=False):
-            out.append((f"{mod_name}.{local}" if mod_name else local, mod, local, p))
-    return out
-
-
 def as_generator(generator: torch.Generator | int | None) -> torch.Generator | None:
     """`generator` as a ``torch.Generator``: an int seeds a fresh CPU generator; None stays None.
 
@@ -92,25 +84,6 @@ def as_generator(generator: torch.Generator | int | None) -> torch.Generator | N
     if isinstance(generator, int) and not isinstance(generator, bool):
         return torch.Generator().manual_seed(generator)
     raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
-
-
-def check_writable(params: Iterable[tuple[str, Tensor]]) -> None:
-    """Raise RuntimeError naming the first parameter that ``copy_`` could not write, before any write.
-
-    So a model is either fully initialized or untouched: without this check, a ``Linear`` built
-    under ``torch.inference_mode()`` failed only after the layers before it were overwritten.
-    """
-    in_inference_mode = torch.is_inference_mode_enabled()
-    for name, p in params:
-        if p.is_inference() and not in_inference_mode:
-            raise RuntimeError(
-                f"parameter {name!r} is an inference tensor (created under torch.inference_mode()) and cannot "
-                "be updated in place outside inference mode; nothing was changed. Build the model outside "
-                "inference mode, or replace it with a normal tensor first (module.weight = "
-                "nn.Parameter(module.weight.clone()) outside inference mode)")
-        if p.numel() > 1 and any(st == 0 and n > 1 for st, n in zip(p.stride(), p.shape)):
-            raise RuntimeError(f"parameter {name!r} is an expanded view (a zero stride): its elements share "
-                               "memory, so it cannot hold distinct values; nothing was changed")
 
 
 def _compute_dtype(p: Tensor) -> torch.dtype:
@@ -227,16 +200,6 @@ def apply_classic_init(
         raise ValueError(f"lazy parameters are not materialized yet (run one forward pass first): {lazy}")
 
     values = classic_values(model, method, as_generator(generator))
-    check_writable((name, p) for name, _, _, p in params if values[id(p)][0] is not None)
-
-    report: dict[str, str] = {}
-    with torch.no_grad():
-        written: set[int] = set()
-        for name, _, _, p in params:
-            new, desc = values[id(p)]
-            report[name] = desc
-            if new is not None and id(p) not in written:
-                p.copy_(new)  # copy_ casts dtype/device and keeps the Parameter object
-                written.add(id(p))
-    logger.debug("apply_classic_init(%s): %d parameters", method, len(written))
-    return report
+    written = write_values(params, {pid: new for pid, (new, _) in values.items() if new is not None})
+    logger.debug("apply_classic_init(%s): %d parameters", method, written)
+    return {name: values[id(p)][1] for name, _, _, p in params}

@@ -12,7 +12,7 @@ import warnings
 
 from torch import nn
 
-from ..quant.fake_quant import MAX_BITS, MIN_BITS
+from ..bits import MAX_BITS, MIN_BITS
 
 __all__ = ["brevitas_weight_bits"]
 

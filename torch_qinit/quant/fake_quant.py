@@ -9,29 +9,13 @@ straight-through estimator (STE); :class:`LSQQuantizer` learns the step size.
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import Tensor, nn
 
+from ..bits import MAX_BITS, MIN_BITS, check_bits  # re-exported: defined once in torch_qinit.bits
+
 __all__ = ["check_bits", "fake_quant_weight", "fake_quant_act", "LSQQuantizer", "MIN_BITS", "MAX_BITS"]
-
-MIN_BITS = 2
-MAX_BITS = 8
-
-
-def check_bits(bits: int | None, what: str = "bits") -> int | None:
-    """Validate a bit-width: an int in 2..8, or None for float. Returns it as int/None.
-
-    `what` names the value in the error message (e.g. "act_bits['conv1']").
-    """
-    if bits is None:
-        return None
-    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral):
-        raise TypeError(f"{what} must be an int in {MIN_BITS}..{MAX_BITS} or None, got {type(bits).__name__} {bits!r}")
-    if not MIN_BITS <= int(bits) <= MAX_BITS:
-        raise ValueError(f"{what} must be an int in {MIN_BITS}..{MAX_BITS} or None, got {bits}")
-    return int(bits)
 
 
 def _ste(x: Tensor, q: Tensor) -> Tensor:

@@ -6,7 +6,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .fake_quant import check_bits, fake_quant_weight
+from ..bits import check_bits
+from .fake_quant import fake_quant_weight
 
 __all__ = ["sqnr", "qmse", "weight_quant_error"]
 

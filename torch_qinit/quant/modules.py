@@ -10,8 +10,8 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from collections.abc import Iterable, Mapping
-from typing import Any, Union
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,9 @@ from torch import Tensor, nn
 
 from .bn_fold import _trace
 from .bn_fold import fold_bn as _fold_bn
-from .fake_quant import LSQQuantizer, check_bits, fake_quant_act, fake_quant_weight
+from ..bits import FLOAT, BitsSpec, act_spec, check_bits, check_spec, expand_bits
+from ..modules import batch_input, device_of, preserved_modes
+from .fake_quant import LSQQuantizer, fake_quant_act, fake_quant_weight
 
 __all__ = [
     "QuantConv1d",
@@ -35,18 +37,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: An int in 2..8, None (float), or {module qualname: int | None} for per-layer precision.
-BitsSpec = Union[int, None, Mapping[str, Union[int, None]]]
-
 #: Minimum activation bits of the network-input layer.  The input is the image
 #: itself, usually 8-bit pixels already; quantizing it coarser throws away
 #: information no later layer can recover.  Keeping the first layer's input at
 #: >= 8 bits is standard practice (e.g. PACT, LSQ, HAWQ keep the first layer
 #: at 8 bits) and costs nothing on the compute that low bits are meant to save.
 INPUT_MIN_BITS = 8
-
-#: "float" selects float activations explicitly (None means "same as w_bits").
-FLOAT = "float"
 
 
 class _QuantMixin:
@@ -221,30 +217,7 @@ def quantized_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def _validate_spec(spec: Any, names: list[str], what: str) -> None:
-    if isinstance(spec, Mapping):
-        unknown = sorted(set(spec) - set(names))
-        if unknown:
-            raise ValueError(f"{what}: unknown layer names {unknown}; quantizable layers: {names}")
-        for v in spec.values():
-            check_bits(v)
-    else:
-        check_bits(spec)
-
-
-def _resolve(spec: Any, name: str, default: int | None) -> int | None:
-    if isinstance(spec, Mapping):
-        return check_bits(spec.get(name, default))
-    return check_bits(spec)
-
-
-def _a_spec(w_bits: Any, a_bits: Any) -> Any:
-    if a_bits is None:
-        return w_bits
-    if isinstance(a_bits, str):
-        if a_bits != FLOAT:
-            raise ValueError(f"a_bits must be an int, None, a dict or {FLOAT!r}, got {a_bits!r}")
-        return None
-    return a_bits
+    check_spec(spec, what, names, "{what}: unknown layer names {unknown}; quantizable layers: " + repr(names))
 
 
 def _execution_order(model: nn.Module, names: set[str]) -> list[str]:
@@ -273,7 +246,7 @@ def set_quant_bits(
         w_bits: int, None (float) or {layer qualname: bits} for mixed precision;
             layers missing from a dict get `default_bits`.
         a_bits: same forms; None means "same as `w_bits`", ``"float"`` means
-            float activations everywhere.
+            float activations everywhere (the rule of `torch_qinit.bits.act_spec`).
         default_bits: bits for layers missing from a dict (None = float).
 
     Everything is validated before any layer changes.
@@ -281,28 +254,15 @@ def set_quant_bits(
     layers = quantized_layers(qmodel)
     if not layers:
         raise ValueError("set_quant_bits: no quantized layers; call quantize_model first")
-    a_spec = _a_spec(w_bits, a_bits)
+    a_spec = act_spec(w_bits, a_bits, "a_bits")
     names = list(layers)
-    check_bits(default_bits)
+    check_bits(default_bits, "default_bits")
     _validate_spec(w_bits, names, "w_bits")
     _validate_spec(a_spec, names, "a_bits")
+    w_per_layer, a_per_layer = expand_bits(w_bits, names, default_bits), expand_bits(a_spec, names, default_bits)
     for name, m in layers.items():
-        m._set_bits(_resolve(w_bits, name, default_bits), _resolve(a_spec, name, default_bits))
+        m._set_bits(w_per_layer[name], a_per_layer[name])
     return qmodel
-
-
-def _batch_input(batch: Any) -> Tensor:
-    """The input tensor of a batch: the tensor itself or the first item of (x, y)."""
-    if isinstance(batch, Tensor):
-        return batch
-    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], Tensor):
-        return batch[0]
-    raise TypeError(f"a batch must be a tensor or an (x, y) sequence, got {type(batch).__name__}")
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def calibrate(qmodel: nn.Module, batches: Iterable[Any], num_batches: int | None = None) -> nn.Module:
@@ -322,36 +282,34 @@ def calibrate(qmodel: nn.Module, batches: Iterable[Any], num_batches: int | None
         raise ValueError("calibrate: no quantized layers; call quantize_model first")
     if num_batches is not None and num_batches < 0:
         raise ValueError(f"num_batches must be >= 0 or None, got {num_batches}")
-    modes = [(m, m.training) for m in qmodel.modules()]
     order: list[str] = []
     hooks = [
         m.register_forward_pre_hook(lambda _m, _a, name=name: order.append(name))
         for name, m in layers.items()
     ]
-    device = _device_of(qmodel)
+    device = device_of(qmodel)
     seen = 0
     ok = False
-    try:
-        qmodel.eval()
-        for m in layers.values():
-            m._start_observing()
-        with torch.no_grad():
-            for batch in batches:
-                if num_batches is not None and seen >= num_batches:
-                    break
-                qmodel(_batch_input(batch).to(device))
-                seen += 1
-                if seen == 1:
-                    for h in hooks:
-                        h.remove()
-        ok = True
-    finally:
-        for h in hooks:
-            h.remove()
-        for m in layers.values():
-            m._stop_observing(commit=ok)
-        for m, mode in modes:
-            m.training = mode
+    with preserved_modes(qmodel):
+        try:
+            qmodel.eval()
+            for m in layers.values():
+                m._start_observing()
+            with torch.no_grad():
+                for batch in batches:
+                    if num_batches is not None and seen >= num_batches:
+                        break
+                    qmodel(batch_input(batch).to(device))
+                    seen += 1
+                    if seen == 1:
+                        for h in hooks:
+                            h.remove()
+            ok = True
+        finally:
+            for h in hooks:
+                h.remove()
+            for m in layers.values():
+                m._stop_observing(commit=ok)
     if seen == 0:
         warnings.warn("calibrate: no batches were given; activation ranges unchanged", stacklevel=2)
         return qmodel
@@ -406,8 +364,8 @@ def quantize_model(
         raise TypeError(f"quantize_model expects an nn.Module, got {type(model).__name__}")
     if next(model.parameters(), None) is None:
         raise ValueError(f"{type(model).__name__} has no parameters to quantize")
-    check_bits(default_bits)
-    a_spec = _a_spec(w_bits, a_bits)
+    check_bits(default_bits, "default_bits")
+    a_spec = act_spec(w_bits, a_bits, "a_bits")
     names = [n for n, m in model.named_modules() if type(m) in _SWAP or isinstance(m, _QuantMixin)]
     # Validate before the (possibly expensive) copy and fold.
     _validate_spec(w_bits, names, "w_bits")

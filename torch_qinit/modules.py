@@ -1,0 +1,99 @@
+"""Small helpers on a model that several parts of the library need: one definition each.
+
+- :func:`device_of`: where a model's parameters live;
+- :func:`preserved_modes`: run a body that switches train/eval modes, then put every module's mode back;
+- :func:`batch_input`: the input tensor of a batch (a tensor, or the first item of ``(x, y)``);
+- :func:`owned_parameters`: the model walk, every parameter under every name (tied ones included);
+- :func:`write_values`: the write: check every target, then ``copy_`` each new value in once.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["device_of", "preserved_modes", "batch_input", "owned_parameters", "check_writable", "write_values"]
+
+#: One entry of :func:`owned_parameters`: (full name, owning module, local name, parameter).
+Owned = tuple[str, nn.Module, str, nn.Parameter]
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """The device of `model`'s first parameter; CPU for a model without parameters."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def preserved_modes(model: nn.Module) -> Iterator[None]:
+    """Run the body, then restore each submodule's ``training`` flag as it was (also after an error).
+
+    Per module, not ``model.train(mode)``: a model may hold an eval-mode part inside a training-mode whole.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def batch_input(batch: Any) -> Tensor:
+    """The input tensor of a batch: the tensor itself or the first item of (x, y)."""
+    if isinstance(batch, Tensor):
+        return batch
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], Tensor):
+        return batch[0]
+    raise TypeError(f"a batch must be a tensor or an (x, y) sequence, got {type(batch).__name__}")
+
+
+def owned_parameters(model: nn.Module) -> list[Owned]:
+    """(full name, owning module, local name, param) for every parameter name, tied ones included.
+
+    The one walk over a model's parameters that initializing uses: a parameter tied under several names
+    appears once per name (callers decide once per ``id(param)`` and report every name).
+    """
+    out = []
+    for mod_name, mod in model.named_modules(remove_duplicate=False):
+        for local, p in mod.named_parameters(recurse=False):
+            out.append((f"{mod_name}.{local}" if mod_name else local, mod, local, p))
+    return out
+
+
+def check_writable(params: Iterable[tuple[str, Tensor]]) -> None:
+    """Raise RuntimeError naming the first parameter that ``copy_`` could not write, before any write.
+
+    So a model is either fully initialized or untouched: without this check, a ``Linear`` built
+    under ``torch.inference_mode()`` failed only after the layers before it were overwritten.
+    """
+    in_inference_mode = torch.is_inference_mode_enabled()
+    for name, p in params:
+        if p.is_inference() and not in_inference_mode:
+            raise RuntimeError(
+                f"parameter {name!r} is an inference tensor (created under torch.inference_mode()) and cannot "
+                "be updated in place outside inference mode; nothing was changed. Build the model outside "
+                "inference mode, or replace it with a normal tensor first (module.weight = "
+                "nn.Parameter(module.weight.clone()) outside inference mode)")
+        if p.numel() > 1 and any(st == 0 and n > 1 for st, n in zip(p.stride(), p.shape)):
+            raise RuntimeError(f"parameter {name!r} is an expanded view (a zero stride): its elements share "
+                               "memory, so it cannot hold distinct values; nothing was changed")
+
+
+def write_values(owned: list[Owned], values: Mapping[int, Tensor]) -> int:
+    """Copy ``values[id(p)]`` into each parameter `p` of `owned` that has one; returns how many were written.
+
+    The compute-then-write half of initializing: every target is checked by :func:`check_writable`
+    first, then each is written once (a tied parameter under several names too) with ``copy_`` under
+    ``no_grad``, which casts dtype and device and keeps the ``Parameter`` object.
+    """
+    check_writable((name, p) for name, _, _, p in owned if id(p) in values)
+    written: set[int] = set()
+    with torch.no_grad():
+        for _, _, _, p in owned:
+            if id(p) in values and id(p) not in written:
+                p.copy_(values[id(p)])
+                written.add(id(p))
+    return len(written)
