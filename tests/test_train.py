@@ -7,7 +7,7 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from torch_qinit.cli.trainer import TrainConfig, _upgrade_decoder, lr_at, sample_bits, step_generator, train
+from torch_qinit.training import TrainConfig, lr_at, sample_bits, step_generator, train, upgrade_decoder
 from torch_qinit.ghn import GHN, GHNConfig
 from torch_qinit.graph import capture
 from torch_qinit.hub import save_pretrained
@@ -80,9 +80,16 @@ def test_warm_start_from_decoder_v1_keeps_the_encoder(tmp_path):
     encoder = [k for k in before if not k.startswith("decoder.")]
     assert encoder and all(torch.equal(new[k], before[k]) for k in encoder)
     assert {k for k in new if k.startswith("decoder.")} != {k for k in before if k.startswith("decoder.")}
-    # _upgrade_decoder leaves a current-version GHN alone (same object)
+    # upgrade_decoder leaves a current-version GHN alone (same object)
     current = _fresh_ghn()
-    assert _upgrade_decoder(current) is current
+    assert upgrade_decoder(current) is current
+
+
+def test_old_import_path_still_works():
+    from torch_qinit.cli.trainer import ArchCache, TrainConfig as OldConfig, _upgrade_decoder, train as old_train
+    from torch_qinit.training import ArchCache as New
+
+    assert OldConfig is TrainConfig and old_train is train and _upgrade_decoder is upgrade_decoder and ArchCache is New
 
 
 def test_bits_sampling_covers_float_uniform_and_mixed():

@@ -16,7 +16,7 @@ import sys
 import torch
 
 from ..data.registry import DATASET_NAMES
-from .trainer import TrainConfig, train
+from ..training import TrainConfig, train
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,10 @@
+"""Training a GHN or GHN-QAT (docs/ARCHITECTURE.md, "Training a GHN"): the loop and its resumable checkpoints.
+
+The command line front end is ``torch-qinit train`` (`torch_qinit.cli.train`); this package holds no argparse
+or printing.
+"""
+from .train_state import has_training_state, load_training_state, save_training_state
+from .trainer import ArchCache, TrainConfig, lr_at, sample_bits, step_generator, train, upgrade_decoder
+
+__all__ = ["TrainConfig", "ArchCache", "train", "lr_at", "sample_bits", "step_generator", "upgrade_decoder",
+           "save_training_state", "load_training_state", "has_training_state"]

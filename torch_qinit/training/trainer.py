@@ -1,0 +1,261 @@
+"""The GHN / GHN-QAT training loop (DESIGN §3).
+
+design space ─sample─▶ nn.Module ─capture─▶ ArchGraph batch ─GHN─▶ params
+  ─▶ functional_call(fake-quantized net, params, images) ─▶ cross-entropy ─▶ backward into the GHN
+
+Every random choice of step s is drawn from a generator seeded by (seed, rank, s),
+so `--resume` continues bit-exactly with nothing but weights, Adam moments and
+the step counter on disk.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+from tqdm import tqdm
+
+from ..ghn import GHN, GHNConfig
+from ..ghn.calibration import calibrated_layers, unit_std_hook
+from ..graph import capture
+from ..graph.arch_graph import WEIGHT_OPS
+from ..quant import quantize_model, set_quant_bits
+from ..space import get_arch
+from .train_state import has_training_state, load_training_state, save_training_state
+
+__all__ = ["TrainConfig", "ArchCache", "train", "lr_at", "sample_bits", "step_generator", "upgrade_decoder"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; stored in its checkpoint."""
+
+    out: str = "runs/ghn"
+    stage: str = "float"                 # "float" (GHN) or "qat" (GHN-QAT)
+    init_from: str | None = None         # warm start: a checkpoint dir (save_pretrained layout or training state)
+    steps: int = 2000
+    meta_batch: int = 4                  # architectures per step (per rank)
+    batch_size: int = 64                 # images per architecture
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    warmup: int = 50
+    clip: float = 5.0
+    bits: tuple[int, ...] = (2, 3, 4, 8)
+    mixed_frac: float = 0.25             # QAT: share of per-layer mixed-precision draws
+    float_frac: float = 0.1              # QAT: share of float draws, so the checkpoint still serves bits=None
+    arch_pool: int = 20000               # training architectures are train-split indices below this
+    seed: int = 0
+    ckpt_every: int = 100
+    log_every: int = 10
+    stop_after: int | None = None        # end this process at this step (a planned interruption)
+    data_dir: str | None = None
+    ghn: dict[str, Any] = field(default_factory=lambda: {"hidden": 128, "layers": 3, "heads": 4})
+    command: str = ""
+
+    def __post_init__(self) -> None:
+        if self.stage not in ("float", "qat"):
+            raise ValueError(f"stage must be 'float' or 'qat', got {self.stage!r}")
+        self.bits = tuple(self.bits)
+
+
+class ArchCache:
+    """Builds (fake-quantized net, graph) for a training index once, then reuses them."""
+
+    def __init__(self, in_channels: int, num_classes: int, max_items: int = 4096, image_size: int = 0) -> None:
+        self.in_channels, self.num_classes, self.max_items = in_channels, num_classes, max_items
+        self.image_size = image_size
+        self._items: dict[int, tuple[torch.nn.Module, Any]] = {}
+
+    def get(self, index: int) -> tuple[torch.nn.Module, Any]:
+        item = self._items.get(index)
+        if item is None:
+            spec = get_arch("train", index, self.in_channels, self.num_classes)
+            if self.image_size and spec.resolution != self.image_size:
+                spec = dataclasses.replace(spec, image_size=self.image_size)  # flatten heads size to the data
+            model = spec.build()
+            graph = capture(model)
+            qmodel = quantize_model(model, w_bits=None, a_bits=None, fold_bn=False)
+            modules = dict(qmodel.named_modules())
+            for name in calibrated_layers(graph):  # train under the scaling initialize_ applies
+                modules[name].register_forward_hook(unit_std_hook)
+            qmodel.train()
+            if len(self._items) >= self.max_items:
+                self._items.pop(next(iter(self._items)))
+            item = self._items[index] = (qmodel, graph)
+        return item
+
+
+def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
+    digest = hashlib.sha256(f"{seed}/{rank}/{step}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+def sample_bits(cfg: TrainConfig, graph: Any, gen: torch.Generator) -> int | None | dict[str, int]:
+    """Float stage: None.  QAT: float, one width for all layers, or per-layer mixed."""
+    if cfg.stage == "float":
+        return None
+    u = torch.rand((), generator=gen).item()
+    choice = lambda: cfg.bits[int(torch.randint(len(cfg.bits), (), generator=gen))]  # noqa: E731
+    if u < cfg.float_frac:
+        return None
+    if u < cfg.float_frac + cfg.mixed_frac:
+        return {n.name: choice() for n in graph.nodes if n.op in WEIGHT_OPS}
+    return choice()
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to zero at cfg.steps."""
+    warm = min(1.0, (step + 1) / max(1, cfg.warmup))
+    return cfg.lr * warm * 0.5 * (1.0 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps))
+
+
+def _dist_info() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _load_warm_start(path: str) -> GHN:
+    p = Path(path)
+    if (p / "model.safetensors").exists():
+        from ..hub import load_ghn
+        return load_ghn(str(p))
+    meta = json.loads((p / "state.json").read_text())
+    ghn = GHN(GHNConfig.from_dict(meta["ghn_config"]))
+    from safetensors.torch import load_file
+    ghn.load_state_dict({k[4:]: v for k, v in load_file(str(p / "state.safetensors")).items() if k.startswith("ghn.")})
+    return ghn
+
+
+def upgrade_decoder(ghn: GHN) -> GHN:
+    """A warm start from an older decoder version keeps the encoder and starts a current decoder.
+
+    The graph encoder (embeddings, transformer) does not depend on the decoder, so
+    it carries over; the decoder's parameters have a new layout and start fresh.
+    """
+    if ghn.config.decoder_version >= GHNConfig.decoder_version:
+        return ghn
+    config = GHNConfig.from_dict({**ghn.config.to_dict(), "decoder_version": GHNConfig.decoder_version,
+                                  "decoder_hidden": GHNConfig.decoder_hidden,
+                                  "block_kernel": GHNConfig.block_kernel})
+    new = GHN(config)
+    own = new.state_dict()
+    kept = {k: v for k, v in ghn.state_dict().items()
+            if not k.startswith("decoder.") and k in own and own[k].shape == v.shape}
+    new.load_state_dict(kept, strict=False)
+    log.info("warm start from decoder v%d: kept %d encoder tensors, decoder v%d starts fresh",
+             ghn.config.decoder_version, len(kept), config.decoder_version)
+    return new
+
+
+_upgrade_decoder = upgrade_decoder  # the name before it was public
+
+
+def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: bool = False) -> GHN:
+    """Train a GHN on (images, labels); checkpoints go to cfg.out/ckpt.  Returns the GHN.
+
+    Under torchrun (torch.distributed initialized by the caller) gradients are
+    averaged by DistributedDataParallel; each rank draws its own architectures.
+    """
+    rank, world = _dist_info()
+    out = Path(cfg.out)
+    ckpt_dir = out / "ckpt"
+    torch.manual_seed(cfg.seed)  # the GHN's own init; overwritten on resume/warm start
+    if cfg.init_from:
+        ghn = upgrade_decoder(_load_warm_start(cfg.init_from))
+    else:
+        ghn = GHN(GHNConfig(**cfg.ghn, input_shape=tuple(images.shape[1:]), num_classes=int(labels.max()) + 1))
+    ghn.config.method = "ghn-qat" if cfg.stage == "qat" else "ghn"
+    ghn.config.bits = cfg.bits if cfg.stage == "qat" else ()
+    ghn.train()
+    optimizer = torch.optim.AdamW(ghn.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start, nan_steps, history = 0, 0, []
+    if resume and has_training_state(ckpt_dir):
+        meta = load_training_state(ckpt_dir, ghn, optimizer)
+        start, nan_steps, history = meta["step"], meta["nan_steps"], meta.get("history", [])
+        log.info("resumed from %s at step %d", ckpt_dir, start)
+    model = ghn
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(ghn, find_unused_parameters=True)
+    cache = ArchCache(images.shape[1], int(labels.max()) + 1, image_size=images.shape[-1])
+
+    def checkpoint(step: int) -> None:
+        if rank == 0:
+            meta = {"step": step, "nan_steps": nan_steps, "history": history, "train_config": asdict(cfg),
+                    "ghn_config": ghn.config.to_dict(), "world_size": world}
+            save_training_state(ckpt_dir, ghn, optimizer, meta)
+
+    bar = tqdm(total=cfg.steps, initial=start, disable=rank != 0 or not cfg.log_every, desc=f"ghn-{cfg.stage}")
+    window: list[tuple[float, float]] = []
+    t0 = time.time()
+    step = start
+    while step < cfg.steps:
+        if cfg.stop_after is not None and step >= cfg.stop_after:
+            break
+        gen = step_generator(cfg.seed, rank, step)
+        # dropout in sampled nets draws from the global RNG: seed it per step so resume stays bit-exact
+        torch.manual_seed(int(torch.randint(1 << 62, (), generator=gen)))
+        ids = torch.randint(cfg.arch_pool, (cfg.meta_batch,), generator=gen).tolist()
+        nets, graphs = zip(*(cache.get(i) for i in ids))
+        bits = [sample_bits(cfg, g, gen) for g in graphs]
+        batch_idx = torch.randint(images.shape[0], (cfg.meta_batch, cfg.batch_size), generator=gen)
+        for g in optimizer.param_groups:
+            g["lr"] = lr_at(cfg, step)
+        preds = model(list(graphs), bits)
+        losses, correct = [], 0.0
+        for net, b, params, idx in zip(nets, bits, preds, batch_idx):
+            set_quant_bits(net, b, b)
+            logits = functional_call(net, params, (images[idx],))
+            losses.append(F.cross_entropy(logits, labels[idx]))
+            correct += (logits.argmax(1) == labels[idx]).float().mean().item()
+        loss = torch.stack(losses).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # always: DDP expects every forward to be followed by a backward
+        grad_norm = torch.nn.utils.clip_grad_norm_(ghn.parameters(), cfg.clip)
+        if torch.isfinite(grad_norm):  # grads are already averaged, so all ranks agree
+            optimizer.step()
+        else:
+            nan_steps += 1
+        step += 1
+        window.append((loss.item(), correct / len(nets)))
+        if cfg.log_every and step % cfg.log_every == 0:
+            l_mean = sum(w[0] for w in window) / len(window)
+            a_mean = sum(w[1] for w in window) / len(window)
+            history.append({"step": step, "loss": round(l_mean, 4), "acc": round(a_mean, 4),
+                            "lr": lr_at(cfg, step - 1), "sec": round(time.time() - t0, 1)})
+            window.clear()
+            bar.set_postfix(loss=f"{l_mean:.3f}", acc=f"{a_mean:.3f}", nan=nan_steps)
+        bar.update(1)
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            checkpoint(step)
+    bar.close()
+    if step == cfg.steps and rank == 0:
+        _save_final(ghn, cfg, out / "final", step, nan_steps)
+    return ghn
+
+
+def _save_final(ghn: GHN, cfg: TrainConfig, directory: Path, step: int, nan_steps: int) -> None:
+    """The finished GHN in the Hub layout, with the command that produced it."""
+    from ..data import describe_training_data
+    from ..hub import save_pretrained
+    warm_start = dict(ghn.config.training or {})  # the float run's record, when this run was warm-started
+    ghn.config.training = {"command": cfg.command, "steps": step, "nan_steps": nan_steps,
+                           "stage": cfg.stage, "init_from": cfg.init_from,
+                           "meta_batch": cfg.meta_batch, "batch_size": cfg.batch_size,
+                           "data": describe_training_data(tuple(ghn.config.input_shape), cfg.data_dir),
+                           "world_size": _dist_info()[1], "host_cpus": os.cpu_count()}
+    if warm_start:
+        ghn.config.training["warm_start"] = {k: warm_start.get(k) for k in ("command", "steps", "stage", "nan_steps")}
+    save_pretrained(ghn.eval(), directory)
