@@ -86,7 +86,7 @@ class BlockDecoder(nn.Module):
         h0, w0 = (K - kh) // 2, (K - kw) // 2
         weight = self.out_weight[:, :cin, h0:h0 + kh, w0:w0 + kw].reshape(rows.shape[-1], -1)
         bias = self.out_bias[:cin, h0:h0 + kh, w0:w0 + kw].reshape(-1)
-        return (rows @ weight + bias).view(z.shape[0], z.shape[1], cin, kh, kw)
+        return F.linear(rows, weight.t(), bias).view(z.shape[0], z.shape[1], cin, kh, kw)  # fused bias add
 
     def _row_codes(self, h: torch.Tensor) -> torch.Tensor:
         return self.rows(h).view(-1, self.cfg.block_out, self.cfg.decoder_rank)
@@ -226,7 +226,10 @@ def orthonormalize(t: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     chol, info = torch.linalg.cholesky_ex(gram)  # a non-finite pattern gives NaN tiles, never an exception
     # invert the small [r, r] factor once, then one batched matmul (much faster than a wide triangular solve)
     inv = torch.linalg.solve_triangular(chol, torch.eye(n, dtype=t.dtype, device=t.device).expand_as(chol), upper=False)
-    q = torch.where((info > 0)[:, None, None], torch.full_like(x, float("nan")), inv @ x)
+    q = inv @ x
+    failed = info > 0
+    if bool(failed.any()):  # rare (a non-finite pattern); a where() over every weight would cost a full pass
+        q = q.masked_fill(failed[:, None, None], float("nan"))
     return q if wide else q.mT
 
 
