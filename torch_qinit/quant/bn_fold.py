@@ -9,7 +9,9 @@ import torch
 import torch.fx
 from torch import nn
 
-__all__ = ["fold_bn", "fold_conv_bn_"]
+from ..graph.fx import trace
+
+__all__ = ["fold_bn", "fold_conv_bn_", "trace_layers"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,21 +51,20 @@ def fold_conv_bn_(conv: nn.Module, bn: nn.Module) -> None:
     conv.bias = nn.Parameter(new_b.to(w.dtype), requires_grad=w.requires_grad)
 
 
-def _trace(model: nn.Module) -> torch.fx.Graph:
-    """fx graph of `model` with every conv/linear/BN (quantized subclasses included) as a leaf."""
+def layer_leaf(m: nn.Module) -> bool | None:
+    """Leaf rule for tracing quantizable models: every conv/linear/BN, quantized subclasses included
+    (Quant* layers live outside torch.nn, so fx would trace into their forward); None: fx's own rule."""
+    return True if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm)) else None
 
-    class _Tracer(torch.fx.Tracer):
-        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-            # Quant* layers live outside torch.nn, so fx would trace into their forward.
-            leaf = isinstance(m, (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm))
-            return leaf or super().is_leaf_module(m, qualname)
 
-    return _Tracer().trace(model)
+def trace_layers(model: nn.Module) -> torch.fx.Graph:
+    """fx graph of `model` with every conv/linear/BN as a leaf (the library's one tracer, `graph.fx.trace`)."""
+    return trace(model, layer_leaf)
 
 
 def _fx_pairs(model: nn.Module) -> list[tuple[str, str]]:
     """(conv qualname, bn qualname) pairs where the conv's only user is the BN."""
-    graph = _trace(model)
+    graph = trace_layers(model)
     modules = dict(model.named_modules())
     calls: dict[str, int] = {}
     for node in graph.nodes:

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .bn_fold import _trace
 from .bn_fold import fold_bn as _fold_bn
+from .bn_fold import trace_layers
 from ..bits import FLOAT, BitsSpec, act_spec, check_bits, check_spec, expand_bits
 from ..modules import batch_input, device_of, preserved_modes
 from .fake_quant import LSQQuantizer, fake_quant_act, fake_quant_weight
@@ -223,7 +223,7 @@ def _validate_spec(spec: Any, names: list[str], what: str) -> None:
 def _execution_order(model: nn.Module, names: set[str]) -> list[str]:
     """Names in `names`, in forward order by fx when it traces, else registration order."""
     try:
-        graph = _trace(model)
+        graph = trace_layers(model)
         order = [n.target for n in graph.nodes if n.op == "call_module" and n.target in names]
         if order:
             return list(dict.fromkeys(order))
