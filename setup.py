@@ -9,8 +9,8 @@ from setuptools import find_packages, setup
 _CHECKPOINT_FILES = ["*.safetensors", "*.json", "*.md"]
 
 setup(
-    packages=find_packages(include=["torch_qinit", "torch_qinit.*", "benchmarks"])
-    + ["torch_qinit.weights"],
+    # benchmarks/ is not installed: it belongs to the source tree (torch-qinit bench finds it there)
+    packages=find_packages(include=["torch_qinit", "torch_qinit.*"]) + ["torch_qinit.weights"],
     package_dir={"torch_qinit.weights": "weights"},
     package_data={
         # checkpoint folders are named like the bundled names ("ghn-qat"), not importable packages

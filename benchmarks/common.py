@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import math
-import statistics
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -27,6 +25,7 @@ from torch.utils.data import DataLoader
 from benchmarks import results
 from torch_qinit.data.registry import DATASET_NAMES, dataset_info
 from torch_qinit.initialize import GHN_METHODS  # methods that need GHN weights
+from torch_qinit.results import MAIN_METHODS, mean_std
 
 __all__ = [
     "METHODS_MAIN",
@@ -50,7 +49,7 @@ __all__ = [
 ]
 
 #: The methods every benchmark compares by default.
-METHODS_MAIN: list[str] = ["ghn-qat", "ghn", "he_normal", "glorot_uniform"]
+METHODS_MAIN: list[str] = list(MAIN_METHODS)
 
 #: Data sizes (number of examples) and batch size for quick and full runs.
 DATA_SIZES: dict[str, dict[str, int]] = {
@@ -190,19 +189,6 @@ def ghn_available(method: str) -> bool:
     Benchmarks skip unavailable GHN methods and say so (see :func:`ghn_unavailable_reason`).
     """
     return ghn_unavailable_reason(method) is None
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def mean_std(values: Iterable[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0.0 for one value; NaNs for none)."""
-    vals = [float(v) for v in values]
-    if not vals:
-        return math.nan, math.nan
-    if len(vals) == 1:
-        return vals[0], 0.0
-    return statistics.fmean(vals), statistics.stdev(vals)
 
 
 # --------------------------------------------------------------------------- arguments

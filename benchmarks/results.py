@@ -1,16 +1,14 @@
 """Writing benchmark results: CSV + Markdown + PNG, stamped with command, git revision and machine."""
 from __future__ import annotations
 
-import csv
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
+from torch_qinit.results import machine_string
+from torch_qinit.results import write_csv as _write_csv
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -29,8 +27,7 @@ def provenance() -> dict[str, str]:
         "command": "torch-qinit bench " + " ".join(sys.argv[1:]) if "bench" not in sys.argv[1:2]
         else "torch-qinit " + " ".join(sys.argv[1:]),
         "git": rev,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or platform.system()}, "
-                   f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "machine": machine_string(processor=True),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
 
@@ -42,13 +39,8 @@ def result_path(name: str, quick: bool, ext: str) -> Path:
 
 
 def write_csv(name: str, rows: list[dict[str, Any]], quick: bool) -> Path:
-    path = result_path(name, quick, "csv")
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-    return path
+    """NAME.csv (or NAME.quick.csv) in the results folder (`torch_qinit.results.write_csv`)."""
+    return _write_csv(result_path(name, quick, "csv"), rows)
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:

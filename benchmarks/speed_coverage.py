@@ -120,7 +120,7 @@ def latency_rows(widths: list[int], methods: list[str], repeats: int, log: Calla
     """
     import torch_qinit
     from torch_qinit.graph import capture
-    from torch_qinit.initialize import _get_ghn
+    from torch_qinit.initialize import get_ghn
 
     rows = []
     for w in widths:
@@ -132,7 +132,7 @@ def latency_rows(widths: list[int], methods: list[str], repeats: int, log: Calla
             parts: dict[str, Callable[[], Any]] = {
                 "init": lambda: torch_qinit.initialize_(model, bits=4, method=method, generator=g)}
             if method in ("ghn-qat", "ghn"):
-                ghn = _get_ghn(method, None)
+                ghn = get_ghn(method, None)
                 graph = capture(model)
                 fwd_bits = 4 if ghn.config.bits else None
                 parts["capture"] = lambda: capture(model)
@@ -216,10 +216,10 @@ def node_rows(ghn: nn.Module, targets: list[int], repeats: int, log: Callable[[s
 def _ghn_for_nodes() -> tuple[nn.Module, str]:
     """The bundled ghn-qat if installed, else an untrained GHN of the default config (same cost)."""
     from torch_qinit.ghn import GHN, GHNConfig
-    from torch_qinit.initialize import _get_ghn
+    from torch_qinit.initialize import get_ghn
 
     if ghn_unavailable_reason("ghn-qat") is None:
-        ghn = _get_ghn("ghn-qat", None)
+        ghn = get_ghn("ghn-qat", None)
         return ghn, "the bundled ghn-qat checkpoint"
     torch.manual_seed(0)
     return GHN(GHNConfig()).eval(), "an untrained GHN of the default GHNConfig (bundled ghn-qat weights missing)"

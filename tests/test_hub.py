@@ -473,6 +473,7 @@ def test_wheel_ships_bundled_weights(tmp_path: Path):
         for f in (WEIGHTS_NAME, CONFIG_NAME, MODEL_CARD_NAME):
             assert f"torch_qinit/weights/{sub}/{f}" in names
     assert "torch_qinit/hub/_hub.py" in names and "torch_qinit/data/fashion_mnist.py" in names
+    assert not any(n.startswith("benchmarks/") for n in names)  # the benchmarks stay in the source tree
 
     code = ("import torch_qinit.hub as h; g = h.load_ghn(); "
             "print(h.bundled_weights_dir()); print(g.source_id); print(g.weights_sha256)")
@@ -485,3 +486,6 @@ def test_wheel_ships_bundled_weights(tmp_path: Path):
     assert Path(root) == site / "torch_qinit" / "weights"
     assert source == "bundled:ghn-qat"
     assert sha == cfg_sha(src / "weights" / "ghn-qat")
+    bench = subprocess.run([sys.executable, "-m", "torch_qinit.cli.main", "bench"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert bench.returncode == 2 and "source repository" in bench.stderr, bench.stderr

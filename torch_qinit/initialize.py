@@ -28,6 +28,8 @@ from .modules import owned_parameters, write_values
 from .bits import BitsSpec, act_spec, check_spec, expand_bits
 from .report import InitReport
 
+__all__ = ["initialize_", "methods", "get_ghn", "GHN_METHODS", "FALLBACK_METHOD", "Bits", "Weights"]
+
 logger = logging.getLogger(__name__)
 
 GHN_METHODS = ("ghn-qat", "ghn")
@@ -130,7 +132,7 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
 
     graph, capture_note = capture_with_note(model, example_input)
     choice, weights_note = _choose_weights(method, weights, graph, strict)
-    ghn = _get_ghn(choice, revision)
+    ghn = get_ghn(choice, revision)
     ghn_bits, ghn_act, note = _bits_for_ghn(ghn, bits, a_spec)
     with torch.no_grad():
         preds = ghn(graph, bits=ghn_bits, act_bits=ghn_act)
@@ -384,7 +386,7 @@ def _identity(directory: Path) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _get_ghn(weights: Weights, revision: str | None) -> nn.Module:
+def get_ghn(weights: Weights, revision: str | None) -> nn.Module:
     """A loaded GHN, cached per checkpoint directory while its files stay the same.
 
     Loading is the slow part of a repeated call.  The cache key is the files' identity (device, inode,

@@ -17,11 +17,9 @@ Defaults fit in a few minutes on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import math
 import os
-import platform
 import shlex
 import sys
 import time
@@ -33,8 +31,9 @@ import torch
 
 from torch_qinit.data.registry import DATASET_NAMES
 from torch_qinit.initialize import GHN_METHODS
+from torch_qinit.results import MAIN_METHODS, machine_string, mean_std, write_csv
 
-DEFAULT_METHODS = ("ghn-qat", "ghn", "he_normal", "glorot_uniform")
+DEFAULT_METHODS = MAIN_METHODS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,27 +93,15 @@ def _arch_desc(spec: Any) -> str:
     return f"stem{spec.stem_width} {stages} {spec.act}{'' if spec.use_bn else ' noBN'}"
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    vals = [v for v in values if not math.isnan(v)]
-    if not vals:
-        return math.nan, math.nan
-    mean = sum(vals) / len(vals)
-    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
-    return mean, std
-
-
 def _pct(mean: float, std: float) -> str:
     return "n/a" if math.isnan(mean) else f"{100 * mean:5.1f} ± {100 * std:4.1f} %"
 
 
 def _subset(ds: Any, n: int | None, seed: int) -> Any:
-    """A seeded random subset of `n` examples of a TensorDataset, in file order (all of it for n None/<=0)."""
-    from torch.utils.data import TensorDataset
+    """A seeded random subset of `n` examples (`torch_qinit.data.subset`); all of it for n None/<=0."""
+    from torch_qinit.data import subset
 
-    if n is None or n <= 0 or n >= len(ds):
-        return ds
-    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].sort().values
-    return TensorDataset(*(t[idx] for t in ds.tensors))
+    return subset(ds, n if n is not None and n > 0 else None, torch.Generator().manual_seed(seed))
 
 
 def checkpoint_name(method: str, dataset: str) -> str:
@@ -146,21 +133,14 @@ def _write_outputs(out: Path, runs: list[Run], methods: list[str], archs: list[A
                    summary_md: str, plot: bool, curve_images: int) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    with (out / "results.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["arch", "arch_desc", "method", f"zero_shot_w{args.bits}a{args.bits}",
-                    f"qat{args.qat_steps}_w{args.bits}a{args.bits}", "qat_seconds", "ghn_fallback_params"])
-        for r in runs:
-            w.writerow([r.arch, _arch_desc(archs[r.arch]), r.method, f"{r.zero_shot:.4f}", f"{r.qat:.4f}",
-                        f"{r.seconds:.1f}", r.fallback])
-    written.append(out / "results.csv")
-    with (out / "curves.csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["arch", "method", "step", "accuracy"])
-        for r in runs:
-            for step, acc in r.curve:
-                w.writerow([r.arch, r.method, step, f"{acc:.4f}"])
-    written.append(out / "curves.csv")
+    bits = f"w{args.bits}a{args.bits}"
+    written.append(write_csv(out / "results.csv", [
+        {"arch": r.arch, "arch_desc": _arch_desc(archs[r.arch]), "method": r.method,
+         f"zero_shot_{bits}": f"{r.zero_shot:.4f}", f"qat{args.qat_steps}_{bits}": f"{r.qat:.4f}",
+         "qat_seconds": f"{r.seconds:.1f}", "ghn_fallback_params": r.fallback} for r in runs]))
+    written.append(write_csv(out / "curves.csv", [
+        {"arch": r.arch, "method": r.method, "step": step, "accuracy": f"{acc:.4f}"}
+        for r in runs for step, acc in r.curve], columns=["arch", "method", "step", "accuracy"]))
     (out / "summary.md").write_text(summary_md, encoding="utf-8")
     written.append(out / "summary.md")
     if plot:
@@ -184,7 +164,7 @@ def _plot(path: Path, runs: list[Run], methods: list[str], args: argparse.Namesp
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     width = 0.38
     for k, (key, label) in enumerate((("zero_shot", "zero-shot"), ("qat", f"after {args.qat_steps}-step QAT"))):
-        stats = [_mean_std([getattr(r, key) for r in runs if r.method == m]) for m in shown]
+        stats = [mean_std([getattr(r, key) for r in runs if r.method == m], skip_nan=True) for m in shown]
         xs = [i + (k - 0.5) * width for i in range(len(shown))]
         ax1.bar(xs, [100 * s[0] for s in stats], width, yerr=[100 * s[1] for s in stats], capsize=3, label=label)
     ax1.set_xticks(range(len(shown)), shown)
@@ -196,7 +176,7 @@ def _plot(path: Path, runs: list[Run], methods: list[str], args: argparse.Namesp
         curves = [r.curve for r in runs if r.method == m and r.curve]
         if not curves:
             continue
-        zs = _mean_std([r.zero_shot for r in runs if r.method == m])[0]
+        zs = mean_std([r.zero_shot for r in runs if r.method == m], skip_nan=True)[0]
         steps = [s for s, _ in curves[0]]
         mean = [sum(c[i][1] for c in curves) / len(curves) for i in range(len(steps))]
         ax2.plot([0] + steps, [100 * zs] + [100 * v for v in mean], marker="o", ms=3, label=m)
@@ -341,8 +321,8 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"{m:<16} {'n/a (checkpoint missing)':>38}")
             md.append(f"| {m} | n/a (checkpoint missing) | n/a |")
             continue
-        zs = _mean_std([r.zero_shot for r in runs if r.method == m])
-        qa = _mean_std([r.qat for r in runs if r.method == m])
+        zs = mean_std([r.zero_shot for r in runs if r.method == m], skip_nan=True)
+        qa = mean_std([r.qat for r in runs if r.method == m], skip_nan=True)
         lines.append(f"{m:<16} {_pct(*zs):>16}   {_pct(*qa):>20}")
         md.append(f"| {m} | {_pct(*zs).strip()} | {_pct(*qa).strip()} |")
     lines += ["", "per architecture (zero-shot / after QAT, %):"]
@@ -368,8 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
 
     command = "torch-qinit demo " + " ".join(shlex.quote(a) for a in argv)
-    machine = (f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-               f"{torch.get_num_threads()} threads")
+    machine = machine_string()
     ghn_lines = [f"- {m}: `{getattr(g, 'source_id', '?')}` sha256 `{getattr(g, 'weights_sha256', '?')}`"
                  for m, g in ghns.items()] + [f"- {m}: checkpoint missing, not run" for m in missing]
     summary_md = "\n".join([

@@ -12,7 +12,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("torch_qinit.cli.train", "train a GHN (float) or GHN-QAT (quantization-aware finetune)"),
     "curves": ("torch_qinit.cli.curves", "plot GHN training curves of run directories"),
     "push": ("torch_qinit.cli.push", "upload a GHN checkpoint directory to the Hugging Face Hub: push DIR REPO_ID"),
-    "bench": ("benchmarks", "run a benchmark: torch-qinit bench NAME [--quick]"),
+    "bench": ("torch_qinit.cli.bench", "run a benchmark of the source tree: torch-qinit bench NAME [--quick]"),
 }
 
 

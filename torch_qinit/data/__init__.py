@@ -1,6 +1,6 @@
 """Datasets: Fashion-MNIST (Debian ``dataset-fashion-mnist``) and CIFAR-10 (python/binary batches,
 image folders, archives), by name through :func:`load_dataset`."""
-from torch_qinit.data._common import CACHE_DIR_ENV, DatasetNotFoundError, default_cache_dir
+from torch_qinit.data._common import CACHE_DIR_ENV, DatasetNotFoundError, default_cache_dir, subset
 from torch_qinit.data.cifar10 import (
     cifar10_loaders,
     find_cifar10,
@@ -52,4 +52,5 @@ __all__ = [
     "prepare_cifar10",
     "read_idx",
     "resolve_data_dir",
+    "subset",
 ]

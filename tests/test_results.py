@@ -1,0 +1,31 @@
+"""torch_qinit.results: the helpers the demo and the benchmarks share."""
+import csv
+import math
+
+import pytest
+
+from torch_qinit.results import MAIN_METHODS, machine_string, mean_std, write_csv
+
+
+def test_mean_std():
+    assert all(math.isnan(v) for v in mean_std([]))
+    assert mean_std([0.5]) == (0.5, 0.0)
+    m, s = mean_std([1.0, 2.0, 3.0])
+    assert m == 2.0 and s == pytest.approx(1.0)  # sample std
+    assert all(math.isnan(v) for v in mean_std([1.0, math.nan, 2.0]))
+    assert mean_std([1.0, math.nan, 3.0], skip_nan=True) == (2.0, pytest.approx(math.sqrt(2)))
+
+
+def test_write_csv_and_machine(tmp_path):
+    path = write_csv(tmp_path / "r.csv", [{"a": 1, "b": "x"}, {"a": 2, "c": 0.5}])
+    assert list(csv.reader(path.open())) == [["a", "b", "c"], ["1", "x", ""], ["2", "", "0.5"]]
+    path = write_csv(tmp_path / "e.csv", [], columns=["step", "accuracy"])
+    assert path.read_text().strip() == "step,accuracy"
+    assert "CPUs" in machine_string() and "torch" in machine_string()
+    assert machine_string(processor=True).count(",") == machine_string().count(",") + 1
+
+
+def test_main_methods_are_known():
+    from torch_qinit import methods
+
+    assert set(MAIN_METHODS) <= set(methods())

@@ -1,0 +1,54 @@
+"""Helpers for measured results, shared by `torch-qinit demo` and the benchmarks (benchmarks/ in the
+source tree), so both compute and stamp their numbers one way (docs/ARCHITECTURE.md, "Evaluation protocol").
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import platform
+import statistics
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["MAIN_METHODS", "mean_std", "machine_string", "write_csv"]
+
+#: The methods the demo and every benchmark compare by default: both GHNs and two classic inits.
+MAIN_METHODS: tuple[str, ...] = ("ghn-qat", "ghn", "he_normal", "glorot_uniform")
+
+
+def mean_std(values: Iterable[float], skip_nan: bool = False) -> tuple[float, float]:
+    """Mean and sample standard deviation (0.0 for one value; NaNs for none).
+
+    `skip_nan` leaves NaN values (runs that produced no number) out first; without it a NaN makes both NaN.
+    """
+    vals = [float(v) for v in values]
+    if skip_nan:
+        vals = [v for v in vals if not math.isnan(v)]
+    if not vals or any(math.isnan(v) for v in vals):
+        return math.nan, math.nan
+    if len(vals) == 1:
+        return vals[0], 0.0
+    return statistics.fmean(vals), statistics.stdev(vals)
+
+
+def machine_string(processor: bool = False) -> str:
+    """Where a result was measured: CPU architecture and count (and `processor` name), torch version, threads."""
+    cpu = f", {platform.processor() or platform.system()}" if processor else ""
+    return (f"{platform.machine()}, {os.cpu_count()} CPUs{cpu}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")
+
+
+def write_csv(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]],
+              columns: Sequence[str] | None = None) -> Path:
+    """Write `rows` (dicts) as CSV with a header: `columns`, or every key in first-seen order."""
+    path = Path(path)
+    keys = list(columns) if columns is not None else list(dict.fromkeys(k for r in rows for k in r))
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    return path
