@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+__all__ = ["BENCHMARKS", "main"]
+
 BENCHMARKS: dict[str, str] = {
     "zero_shot": "zero-shot quantized accuracy of each init on the held-out splits",
     "qat_from_init": "4-bit and 2-bit QAT from each init: curves, final accuracy, steps-to-target",

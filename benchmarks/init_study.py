@@ -47,6 +47,8 @@ from benchmarks.common import (
     result_name,
 )
 
+__all__ = ["main", "run_one", "build_net", "train_float", "activation_ranges", "summarize"]
+
 NAME = "init_study"
 logger = logging.getLogger(__name__)
 

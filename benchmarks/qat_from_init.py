@@ -48,6 +48,8 @@ from benchmarks.common import (
     result_name,
 )
 
+__all__ = ["main", "run_one", "mean_curves", "first_reach", "analyse"]
+
 NAME = "qat_from_init"
 logger = logging.getLogger(__name__)
 

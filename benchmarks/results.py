@@ -10,6 +10,9 @@ from typing import Any
 from torch_qinit.results import machine_string
 from torch_qinit.results import write_csv as _write_csv
 
+__all__ = ["RESULTS_DIR", "provenance", "result_path", "write_csv", "markdown_table", "write_markdown",
+           "save_figure"]
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 

@@ -27,6 +27,8 @@ from torch import nn
 from benchmarks import results
 from benchmarks.common import bench_context, common_args, ghn_unavailable_reason
 
+__all__ = ["main", "latency_rows", "torchvision_rows", "node_rows"]
+
 NAME = "speed_coverage"
 #: Base widths of the (a) CNN family: about 11k, 43k, 168k, 668k, 2.7M, 10.6M and 25M parameters.
 WIDTHS_FULL = [3, 6, 12, 24, 48, 96, 148]

@@ -40,6 +40,8 @@ from benchmarks.common import (
     result_name,
 )
 
+__all__ = ["main", "run", "summarize"]
+
 NAME = "zero_shot"
 ALL_BITS: list[int | None] = [None, 8, 4, 3, 2]
 

@@ -11,6 +11,8 @@ import importlib
 import sys
 from pathlib import Path
 
+__all__ = ["main", "load_benchmarks"]
+
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 

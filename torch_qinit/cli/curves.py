@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+__all__ = ["main", "read_history"]
+
 
 def read_history(run_dir: Path) -> tuple[str, list[dict]]:
     """(stage, history rows) of a training run."""

@@ -33,6 +33,8 @@ from torch_qinit.data.registry import DATASET_NAMES
 from torch_qinit.initialize import GHN_METHODS
 from torch_qinit.results import MAIN_METHODS, machine_string, mean_std, write_csv
 
+__all__ = ["main", "build_parser", "checkpoint_name", "DEFAULT_METHODS"]
+
 DEFAULT_METHODS = MAIN_METHODS
 
 

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+__all__ = ["main", "build_parser"]
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="torch-qinit info", description=__doc__,

@@ -4,6 +4,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+__all__ = ["main", "COMMANDS"]
+
 # sub-command -> module exposing main(argv: list[str]) -> int | None
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("torch_qinit.cli.info", "show versions, the bundled GHN checkpoint and the dataset location"),

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+__all__ = ["main", "build_parser"]
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="torch-qinit push", description=__doc__,

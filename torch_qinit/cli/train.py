@@ -18,6 +18,8 @@ import torch
 from ..data.registry import DATASET_NAMES
 from ..training import TrainConfig, train
 
+__all__ = ["main", "build_parser"]
+
 
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+__all__ = ["GHNConfig"]
+
 
 @dataclass
 class GHNConfig:

@@ -20,6 +20,8 @@ from .config import GHNConfig
 from .decoder import BlockDecoder, shape_vector, shape_weight
 from .signal import signal_rules
 
+__all__ = ["GHN", "GraphormerLayer", "servable_targets"]
+
 _NORM_OPS = {"batch_norm", "layer_norm", "group_norm"}
 
 

@@ -11,6 +11,9 @@ from typing import Any
 
 import torch
 
+__all__ = ["ArchGraph", "Node", "OP_KINDS", "OP_INDEX", "WEIGHT_OPS", "SERVABLE_OPS", "CHANNEL_BUCKETS",
+           "NUM_SHAPE_FEATURES", "SHAPE_VOCAB", "MAX_DISTANCE", "DISTANCE_VOCAB", "bucket_channels"]
+
 #: The op vocabulary.  Order matters: it is the GHN's op-embedding index.
 OP_KINDS: tuple[str, ...] = (
     "input", "output", "other",
