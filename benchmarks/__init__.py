@@ -1,4 +1,4 @@
-"""Benchmarks (DESIGN §4).  Each module NAME here has ``main(argv) -> int`` and a
+"""Benchmarks (ARCHITECTURE.md §4).  Each module NAME here has ``main(argv) -> int`` and a
 ``--quick`` mode; run one with ``torch-qinit bench NAME [--quick]``."""
 from __future__ import annotations
 

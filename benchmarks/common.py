@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks (DESIGN §4): data, seeded initialization, arguments, statistics.
+"""Helpers shared by the benchmarks (ARCHITECTURE.md §4): data, seeded initialization, arguments, statistics.
 
 Typical use in a benchmark's ``main``::
 

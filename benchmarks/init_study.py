@@ -1,4 +1,4 @@
-"""The initializer study (DESIGN §4; the first half of Yun & Wong 2025) on Fashion-MNIST or CIFAR-10.
+"""The initializer study (ARCHITECTURE.md §4; the first half of Yun & Wong 2025) on Fashion-MNIST or CIFAR-10.
 
 Grid: block type (one small VGG-like net per type: stem + 3 stages of that block, widths
 16/32/64) x initializer x seed.  For each cell:

@@ -1,4 +1,4 @@
-"""QAT from each initialization (DESIGN §4, the headline benchmark).
+"""QAT from each initialization (ARCHITECTURE.md §4, the headline benchmark).
 
 The same held-out architectures (``get_arch("test", i)``) are trained with quantization-aware
 training at W4A4 and W2A2 from each initializer, for a fixed step budget; the quantized test

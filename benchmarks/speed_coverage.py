@@ -1,4 +1,4 @@
-"""Speed and coverage of ``initialize_`` (DESIGN §4).
+"""Speed and coverage of ``initialize_`` (ARCHITECTURE.md §4).
 
 (a) ``initialize_`` latency (ghn-qat, he_normal) against model size, on hand-written CNNs of about
     10k to 25M parameters, with the share of graph capture and of the GHN forward pass;

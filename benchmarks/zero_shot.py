@@ -1,4 +1,4 @@
-"""Zero-shot quantized accuracy of each initializer on the held-out splits (DESIGN §4).
+"""Zero-shot quantized accuracy of each initializer on the held-out splits (ARCHITECTURE.md §4).
 
 For every (split, architecture, method, seed): initialize, recalibrate BN statistics on training
 batches, then for each bit width fold BN, fake-quantize weights and activations at WbAb (activation
@@ -314,8 +314,8 @@ def _markdown(summary, cfg, skipped, elapsed, threads, pngs) -> str:
     archs = ", ".join(f"{s} {min(cfg['archs'].get(s, 0), SPLIT_SIZES[s])}/{SPLIT_SIZES[s]}" for s in cfg["splits"])
     bits = ", ".join(bits_label(b) for b in cfg["bits"])
     lines = [
-        "Zero-shot protocol (DESIGN §4): initialize → recalibrate BN statistics on training batches (no gradient) "
-        "→ fold BN → fake-quantize weights and activations at WbAb (activation ranges calibrated on training "
+        "Zero-shot protocol (docs/ARCHITECTURE.md §4): initialize → recalibrate BN statistics on training batches "
+        "(no gradient) → fold BN → fake-quantize weights and activations at WbAb (activation ranges calibrated on training "
         "batches) → top-1 accuracy on a fixed test subset. `float` skips folding and quantization.",
         "",
         "Setup of this run:",

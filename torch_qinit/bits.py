@@ -10,7 +10,7 @@ for per-layer mixed precision.  Every entry point of the library takes weight bi
 - anything else: a bits spec of its own.
 
 Once resolved, ``None`` in a spec always means float.  The GHN (`torch_qinit.ghn.node_bits`) takes
-resolved specs, with ``"same"`` as its default.  See docs/ARCHITECTURE.md, "Conventions".
+resolved specs, with ``"same"`` as its default.  See ARCHITECTURE.md §5 "Bits" (docs/).
 """
 from __future__ import annotations
 

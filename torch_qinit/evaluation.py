@@ -1,4 +1,4 @@
-"""Zero-shot quantized accuracy (DESIGN §4): BN recalibration, BN folding, fake-quant, accuracy."""
+"""Zero-shot quantized accuracy (ARCHITECTURE.md §4): BN recalibration, BN folding, fake-quant, accuracy."""
 from __future__ import annotations
 
 import copy
@@ -91,7 +91,7 @@ def evaluate(
     calib_batches: int = 10,
     device: str | torch.device = "cpu",
 ) -> float:
-    """Zero-shot (quantized) accuracy in [0, 1], following DESIGN §4.
+    """Zero-shot (quantized) accuracy in [0, 1], following ARCHITECTURE.md §4.
 
     On a deepcopy of `model`: recalibrate BN statistics on `recal_batches`
     batches of `calib_loader` (or `loader`); then, for ``bits=None``, measure

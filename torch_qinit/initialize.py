@@ -1,4 +1,4 @@
-"""`initialize_`: one call that replaces a model's starting weights (DESIGN §2).
+"""`initialize_`: one call that replaces a model's starting weights (ARCHITECTURE.md §2).
 
 Predict (or draw) every new value first, then copy all of them in place, so a
 failure at any point leaves the model exactly as it was.

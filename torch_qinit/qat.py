@@ -1,6 +1,6 @@
 """Quantization-aware training (QAT) from a given initialization: the library's QAT helper.
 
-GHN-QAT weights are meant as the *start* of the user's own QAT (DESIGN §1).  This module is a
+GHN-QAT weights are meant as the *start* of the user's own QAT (ARCHITECTURE.md §1).  This module is a
 small, dependable QAT loop on top of :mod:`torch_qinit.quant`, used by the demo and the
 "QAT from init" benchmark, and usable as is::
 
@@ -247,7 +247,8 @@ def qat_finetune(
         result.curve.append((step, metric))
         logger.debug("qat step %d: metric %.4f", step, metric)
 
-    # fork_rng: a seeded run must not move the caller's global RNG (DESIGN: change nothing but what we own).
+    # fork_rng: a seeded run must not move the caller's global RNG (change nothing but what we own, §2 of
+    # docs/ARCHITECTURE.md).
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=cuda_devices, enabled=generator is not None):

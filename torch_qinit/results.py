@@ -1,5 +1,5 @@
 """Helpers for measured results, shared by `torch-qinit demo` and the benchmarks (benchmarks/ in the
-source tree), so both compute and stamp their numbers one way (docs/ARCHITECTURE.md, "Evaluation protocol").
+source tree), so both compute and stamp their numbers one way (ARCHITECTURE.md §4).
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ On Fashion-MNIST (or CIFAR-10 with --dataset cifar10), for a few held-out archit
 design space (`get_arch("test", i)`), each initializer (GHN-QAT, float GHN, He normal, Glorot
 uniform) is measured twice at WbAb:
 
-* zero-shot: initialize, recalibrate BN, fold BN, fake-quantize, test accuracy (DESIGN §4);
+* zero-shot: initialize, recalibrate BN, fold BN, fake-quantize, test accuracy (ARCHITECTURE.md §4);
 * after a short QAT run from that init (`torch_qinit.qat.qat_finetune`, same batches for every method).
 
 It prints a table (mean ± std over architectures) and writes CSV, Markdown and a PNG to --out.

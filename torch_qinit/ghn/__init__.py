@@ -1,4 +1,4 @@
-"""The graph hypernetwork (GHN) that predicts quantization-robust parameters."""
+"""The graph hypernetwork (GHN) that predicts quantization-robust parameters (ARCHITECTURE.md §2 "The GHN")."""
 from .bits import BitsSpec, node_bits
 from .config import GHNConfig
 from .model import GHN, servable_targets

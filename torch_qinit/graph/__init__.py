@@ -1,4 +1,4 @@
-"""Architecture graphs: capture an `nn.Module` as an `ArchGraph` (docs/ARCHITECTURE.md, "Capture").
+"""Architecture graphs: capture an `nn.Module` as an `ArchGraph` (ARCHITECTURE.md §2 "Capture").
 
 `capture.py` picks the path (`fx.py`, then `hooks.py`, then module order); `ops.py` holds the leaf rule and
 the op-kind tables; `snapshot.py` puts the model back after a traced or real forward.

@@ -1,6 +1,6 @@
 """`ArchGraph`: a network's computational graph, as the GHN reads it.
 
-Nodes are ops (DESIGN §2 vocabulary), edges are data flow.  The tensors a GNN
+Nodes are ops (ARCHITECTURE.md §2 "Capture"), edges are data flow.  The tensors a GNN
 needs (op ids, bucketed shape features, shortest-path distances) are derived
 on demand, so a graph stays a plain, inspectable record.
 """

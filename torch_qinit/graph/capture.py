@@ -1,4 +1,4 @@
-"""Capture an `nn.Module` as an `ArchGraph` (DESIGN §2 'graph').
+"""Capture an `nn.Module` as an `ArchGraph` (ARCHITECTURE.md §2 "Capture").
 
 Three paths, tried in order; the one used is recorded in ``ArchGraph.method``:
 

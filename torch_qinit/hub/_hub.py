@@ -75,7 +75,7 @@ BUNDLED_INPUTS: dict[str, tuple[str, tuple[int, ...]]] = {
     "ghn-qat": ("Fashion-MNIST", (1, 28, 28)), "ghn": ("Fashion-MNIST", (1, 28, 28)),
     "ghn-qat-cifar10": ("CIFAR-10", (3, 32, 32)), "ghn-cifar10": ("CIFAR-10", (3, 32, 32)),
 }
-#: DESIGN §2: a shipped checkpoint stays at or below this size.
+#: ARCHITECTURE.md §5 "Checkpoints": a shipped checkpoint stays at or below this size.
 MAX_SHIPPED_BYTES = 20 * 1024 * 1024
 
 _SHA_KEY = "weights_sha256"

@@ -1,4 +1,4 @@
-"""Classic initializers (DESIGN §2 'init'): tensor-level functions, a registry by name,
+"""Classic initializers (ARCHITECTURE.md §2 "Other library parts"): tensor-level functions, a registry by name,
 and :func:`apply_classic_init` to initialize a whole model."""
 from .classic import (
     glorot_normal_,

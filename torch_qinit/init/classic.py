@@ -2,7 +2,7 @@
 
 Every tensor-level function fills its tensor in place under ``torch.no_grad()``
 and returns it; ``generator`` is always the last argument.  These are the
-initializers of the study set in DESIGN §2 ('init').
+initializers of the study set in ARCHITECTURE.md §2 ("Other library parts").
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Simulated quantization (DESIGN §2 'quant'), plain tensor arithmetic, no ``torch.ao``."""
+"""Simulated quantization (ARCHITECTURE.md §2 "Other library parts"): plain tensor arithmetic, no ``torch.ao``."""
 from .bn_fold import fold_bn, fold_conv_bn_
 from .fake_quant import LSQQuantizer, check_bits, fake_quant_act, fake_quant_weight
 from .metrics import qmse, sqnr, weight_quant_error

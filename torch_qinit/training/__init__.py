@@ -1,4 +1,4 @@
-"""Training a GHN or GHN-QAT (docs/ARCHITECTURE.md, "Training a GHN"): the loop and its resumable checkpoints.
+"""Training a GHN or GHN-QAT (ARCHITECTURE.md §3): the loop and its resumable checkpoints.
 
 The command line front end is ``torch-qinit train`` (`torch_qinit.cli.train`); this package holds no argparse
 or printing.

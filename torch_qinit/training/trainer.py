@@ -1,4 +1,4 @@
-"""The GHN / GHN-QAT training loop (DESIGN §3).
+"""The GHN / GHN-QAT training loop (ARCHITECTURE.md §3).
 
 design space ─sample─▶ nn.Module ─capture─▶ ArchGraph batch ─GHN─▶ params
   ─▶ functional_call(fake-quantized net, params, images) ─▶ cross-entropy ─▶ backward into the GHN
