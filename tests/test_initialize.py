@@ -579,3 +579,101 @@ def test_weights_argument_overrides_the_choice(bundled, ghn_dir):
     assert report.weights_id == "bundled:ghn-qat" and "weights='ghn-qat' was given" in report.weights_note
     report = torch_qinit.initialize_(_conv_net(5), weights=ghn_dir, strict=True)  # no warning, no error
     assert report.weights_id.startswith("local:")
+
+
+# --------------------------------------------------------------------------- bits fed to the GHN
+
+
+@pytest.mark.parametrize("asked, fed", [(3, 2), (5, 4), (6, 4), (7, 8)])
+def test_unseen_bits_are_fed_as_the_nearest_trained_width(ghn_dir, asked, fed):
+    """The GHN of ghn_dir was trained on 2/4/8 bits: others are fed as the nearest (ties: the smaller)."""
+    model = build_arch("test", 3)
+    with pytest.warns(UserWarning, match="nearest trained width") as record:
+        report = torch_qinit.initialize_(model, bits=asked, weights=ghn_dir, calibrate=False)
+    assert record[0].filename == __file__  # the warning points at the caller's line
+    assert "[2, 4, 8]" in report.ghn_bits_note and report.bits == dict.fromkeys(report.bits, asked)
+    expected = _ghn_prediction(ghn_dir, model, fed)
+    for name, p in model.named_parameters():
+        assert torch.equal(p.detach(), expected[name]), name
+
+
+def test_trained_and_float_bits_reach_the_ghn_unchanged_and_silently(ghn_dir):
+    for bits in (None, 2, 4, 8, {"stem.0": 8, "classifier": None}):
+        model = build_arch("test", 3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            report = torch_qinit.initialize_(model, bits=bits, weights=ghn_dir, calibrate=False)
+        assert report.ghn_bits_note == ""
+        expected = _ghn_prediction(ghn_dir, model, bits)
+        for name, p in model.named_parameters():
+            assert torch.equal(p.detach(), expected[name]), (bits, name)
+
+
+def test_only_activation_or_only_dict_bits_unseen_are_mapped_too(ghn_dir):
+    model = build_arch("test", 3)
+    with pytest.warns(UserWarning, match="nearest trained width"):
+        report = torch_qinit.initialize_(model, bits=4, act_bits=5, weights=ghn_dir, calibrate=False)
+    assert report.ghn_bits_note and report.act_bits == dict.fromkeys(report.act_bits, 5)
+    expected = _ghn_prediction(ghn_dir, model, 4, 4)  # act_bits 5 fed as 4
+    for name, p in model.named_parameters():
+        assert torch.equal(p.detach(), expected[name]), name
+    model = build_arch("test", 3)
+    with pytest.warns(UserWarning, match="nearest trained width"):
+        torch_qinit.initialize_(model, bits={"stem.0": 5, "classifier": 8}, weights=ghn_dir, calibrate=False)
+    expected = _ghn_prediction(ghn_dir, model, {"stem.0": 4, "classifier": 8})
+    for name, p in model.named_parameters():
+        assert torch.equal(p.detach(), expected[name]), name
+
+
+def test_float_ghn_is_fed_float_for_every_bit_width(tmp_path):
+    torch.manual_seed(0)
+    save_pretrained(GHN(GHNConfig(hidden=32, layers=1, heads=4, decoder_rank=8, method="ghn", bits=())), tmp_path)
+    values = []
+    for bits in (2, 4, None):
+        model = build_arch("test", 3)
+        report = torch_qinit.initialize_(model, bits=bits, method="ghn", weights=str(tmp_path), calibrate=False)
+        assert report.ghn_bits_note == "float GHN: predicts the same weights for every bit width"
+        values.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    assert all(torch.equal(values[0][n], v[n]) for v in values[1:] for n in values[0])
+
+
+# --------------------------------------------------------------------------- which checkpoint
+
+
+def test_grouped_first_conv_counts_all_its_input_channels(bundled):
+    bundled()
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, groups=3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(6, 3))
+    report = torch_qinit.initialize_(model)
+    assert report.weights_id == "bundled:ghn-qat-cifar10" and "takes 3 input channels" in report.weights_note
+
+
+def test_an_embedding_in_front_is_not_the_first_layer(bundled):
+    bundled()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = torch_qinit.initialize_(WithEmbedding())
+    assert report.weights_id == "bundled:ghn-qat"
+    assert "first layer 'fc' is linear with 8 input features" in report.weights_note
+
+
+def test_an_installed_config_decides_the_checkpoint_input(tmp_path, monkeypatch):
+    """The input shape in an installed checkpoint's config.json wins over the name's default."""
+    from torch_qinit.hub import WEIGHTS_DIR_ENV
+
+    torch.manual_seed(0)
+    save_pretrained(GHN(GHNConfig(hidden=32, layers=1, heads=4, decoder_rank=8, input_shape=(3, 32, 32))),
+                    tmp_path / "ghn-qat")
+    monkeypatch.setenv(WEIGHTS_DIR_ENV, str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = torch_qinit.initialize_(_conv_net(3))
+    assert report.weights_id == "bundled:ghn-qat" and "takes 3 input channels" in report.weights_note
+
+
+def test_a_meta_model_is_served_without_values_to_check(ghn_dir):
+    """A model on the meta device (built for shape only) gets predictions without a finiteness check."""
+    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)).to("meta")
+    report = torch_qinit.initialize_(model, bits=4, weights=ghn_dir, calibrate=False)
+    assert report.num_predicted == 4 and report.num_fallback == 0
+    assert all(p.is_meta for p in model.parameters())
