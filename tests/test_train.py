@@ -142,3 +142,15 @@ def test_curves_cli_plots_a_run(tmp_path):
     lines = (tmp_path / "curve.csv").read_text().splitlines()
     assert len(lines) == 3 and lines[0].startswith("run,stage,global_step")  # header + steps 2 and 4
     assert curves_main([str(tmp_path / "missing")]) == 1
+
+
+def test_float_loss_weight_mixes_the_float_loss_into_qat(tmp_path):
+    """QAT with a float-loss weight trains a different GHN; in the float stage (no quantized draws) it changes nothing."""
+    images, labels = _data()
+    plain = train(_cfg(tmp_path / "q0", stage="qat", steps=3), images, labels)
+    mixed = train(_cfg(tmp_path / "q1", stage="qat", steps=3, float_loss_weight=1.0), images, labels)
+    assert any(not torch.equal(a, b) for a, b in zip(plain.state_dict().values(), mixed.state_dict().values()))
+    f0 = train(_cfg(tmp_path / "f0", steps=2), images, labels)
+    f1 = train(_cfg(tmp_path / "f1", steps=2, float_loss_weight=1.0), images, labels)
+    for (name, a), b in zip(f0.state_dict().items(), f1.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bits", default=",".join(map(str, d.bits)), help="QAT bit widths to sample, e.g. 2,3,4,8")
     p.add_argument("--mixed-frac", type=float, default=d.mixed_frac)
     p.add_argument("--float-frac", type=float, default=d.float_frac)
+    p.add_argument("--float-loss-weight", type=float, default=d.float_loss_weight,
+                   help="QAT: weight of the float loss of the same prediction next to its quantized loss")
     p.add_argument("--arch-pool", type=int, default=d.arch_pool)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
@@ -75,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out, stage=args.stage, init_from=args.init_from, steps=args.steps, meta_batch=args.meta_batch,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, clip=args.clip,
         bits=tuple(int(b) for b in args.bits.split(",")), mixed_frac=args.mixed_frac, float_frac=args.float_frac,
+        float_loss_weight=args.float_loss_weight,
         arch_pool=args.arch_pool, seed=args.seed, ckpt_every=args.ckpt_every, data_dir=args.data_dir,
         ghn={"hidden": args.hidden, "layers": args.layers, "heads": args.heads},
         command="torch-qinit train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
