@@ -677,3 +677,19 @@ def test_a_meta_model_is_served_without_values_to_check(ghn_dir):
     report = torch_qinit.initialize_(model, bits=4, weights=ghn_dir, calibrate=False)
     assert report.num_predicted == 4 and report.num_fallback == 0
     assert all(p.is_meta for p in model.parameters())
+
+
+def test_weights_note_says_why_in_words(bundled, ghn_dir):
+    bundled()
+    ghn = load_ghn(ghn_dir)
+    report = torch_qinit.initialize_(_conv_net(1), weights=ghn)
+    assert report.weights_note == "weights=a loaded GHN was given"
+    report = torch_qinit.initialize_(nn.Sequential(nn.LayerNorm(4)))
+    assert report.weights_note == ("'ghn-qat' (Fashion-MNIST), the default: the model has no conv or linear layer "
+                                   "to match")
+    with pytest.warns(UserWarning, match=r"checkpoints know 1 \(Fashion-MNIST\), 3 \(CIFAR-10\); using the closest"):
+        torch_qinit.initialize_(_conv_net(5))
+    report = torch_qinit.initialize_(nn.Sequential(nn.Linear(20, 3)))
+    assert report.weights_note == ("'ghn-qat' (Fashion-MNIST), the default: first layer '0' is linear with 20 input "
+                                   "features, not a flattened image of a known size (784 (Fashion-MNIST), "
+                                   "3072 (CIFAR-10))")
