@@ -12,6 +12,8 @@ BENCHMARKS: dict[str, str] = {
     "qat_from_init": "4-bit and 2-bit QAT from each init: curves, final accuracy, steps-to-target",
     "init_study": "the paper's initializer study: float train, PTQ at W8A8/W4A4, QMSE, activation ranges",
     "speed_coverage": "initialize_ latency vs model size, torchvision coverage, GHN forward vs node count",
+    "timm_coverage": "timm classification models (optional timm): share initialized, capture path, fallbacks, time",
+    "duplicates": "duplicate filters and numerical rank of predicted weights on torchvision models (v1 vs v2 GHN)",
 }
 
 
