@@ -179,3 +179,13 @@ def test_bad_split_and_index():
         get_arch("test", SPLIT_SIZES["test"])
     with pytest.raises(IndexError):
         get_arch("classic", SPLIT_SIZES["classic"])
+
+
+def test_a_plain_share_of_cnns_looks_like_hand_written_ones():
+    """PLAIN_SHARE of draws are conv-BN-ReLU-family nets with global average pool and one Linear."""
+    from torch_qinit.space.sampler import PLAIN_SHARE
+
+    specs = [get_arch("train", i) for i in range(300)]
+    plain = [s for s in specs if s.family == "cnn" and s.norm == "bn" and s.head_pool == "avg" and not s.head
+             and s.act in ("relu", "relu6", "hardswish") and all(not st.se and st.down == "stride" for st in s.stages)]
+    assert 0.6 * PLAIN_SHARE < len(plain) / len(specs) < 1.4 * PLAIN_SHARE
