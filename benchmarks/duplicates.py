@@ -59,7 +59,7 @@ def duplicate_rows(w: torch.Tensor) -> int:
 
 def rank_share(w: torch.Tensor, tol: float = RANK_TOL) -> tuple[int, int, float]:
     """(numerical rank, min(out, fan_in), share): singular values above `tol` × the largest."""
-    flat = w.detach().reshape(w.shape[0], -1).double()
+    flat = w.detach().reshape(w.shape[0], -1).float()  # float32 resolves 1e-3 × the largest with room to spare
     s = torch.linalg.svdvals(flat)
     full = min(flat.shape)
     r = int((s > tol * s.max()).sum()) if s.numel() and float(s.max()) > 0 else 0
@@ -140,11 +140,16 @@ def _meta_params(tv: Any, name: str) -> int | None:
 
 def model_rows(tv: Any, name: str, ghns: list[tuple[str, str, Any, str]], max_params: int, rank: bool,
                log: Callable[[str], None]) -> list[dict]:
-    """One 'dups' row per GHN (and 'rank' rows when `rank`) for torchvision model `name`."""
+    """One 'dups' row per GHN (and 'rank' rows when `rank`) for torchvision model `name`.
+
+    A rank model over `max_params` is still measured (it was asked for by name), but its rows are marked
+    ``in_summary=False`` so the summary keeps to the models under the cap.
+    """
     import torch_qinit
 
     meta = _meta_params(tv, name)
-    if meta is not None and meta > max_params:
+    over_cap = meta is not None and meta > max_params
+    if over_cap and not rank:
         return [{"part": "dups", "model": name, "params": meta, "status": f"skipped (> {max_params:,} params)"}]
     try:
         torch.manual_seed(0)
@@ -152,13 +157,14 @@ def model_rows(tv: Any, name: str, ghns: list[tuple[str, str, Any, str]], max_pa
     except Exception as exc:  # noqa: BLE001 - torchvision's business; recorded
         return [{"part": "dups", "model": name, "status": "build failed", "error": f"{type(exc).__name__}: {exc}"[:200]}]
     n = _params(model)
-    if n > max_params:
+    over_cap = n > max_params
+    if over_cap and not rank:
         return [{"part": "dups", "model": name, "params": n, "status": f"skipped (> {max_params:,} params)"}]
     size = 299 if "inception" in name else 224
     x = torch.randn(1, 3, size, size)
     rows = []
     for label, method, weights, _ in ghns:
-        row: dict[str, Any] = {"part": "dups", "model": name, "params": n, "ghn": label}
+        row: dict[str, Any] = {"part": "dups", "model": name, "params": n, "ghn": label, "in_summary": not over_cap}
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -211,7 +217,8 @@ def model_rows(tv: Any, name: str, ghns: list[tuple[str, str, Any, str]], max_pa
 def _summary(rows: list[dict], labels: list[str]) -> list[dict]:
     out = []
     for label in labels:
-        sel = [r for r in rows if r.get("part") == "dups" and r.get("ghn") == label and r.get("status") == "ok"]
+        sel = [r for r in rows if r.get("part") == "dups" and r.get("ghn") == label and r.get("status") == "ok"
+               and r.get("in_summary", True)]
         if not sel:
             continue
         out.append({"ghn": label, "models": len(sel),
@@ -243,18 +250,21 @@ def _markdown(rows: list[dict], ghns: list[tuple[str, str, Any, str]], note: str
             continue
         d = per_model.setdefault(r["model"], {"model": r["model"], "params": f"{r['params']:,}" if r.get("params")
                                               else ""})
+        if not r.get("in_summary", True):
+            d["note"] = "over the cap, measured for the rank table only (not in the summary)"
         if r.get("status") != "ok":
-            d[r.get("ghn") or "status"] = r.get("status", "") + (f": {r['error']}" if r.get("error") else "")
+            d[r.get("ghn") or "note"] = r.get("status", "") + (f": {r['error']}" if r.get("error") else "")
             continue
         d[r["ghn"]] = (f"{r['weights_with_duplicates']}/{r['weights_checked']} weights, "
                        f"{r['duplicate_rows']} rows")
     parts.append("## Per model (weights with duplicates / predicted conv-linear weights; duplicate rows)\n\n"
-                 + results.markdown_table(list(per_model.values()), ["model", "params", *labels]))
+                 + results.markdown_table(list(per_model.values()), ["model", "params", *labels, "note"]))
     rank = [r for r in rows if r.get("part") == "rank"]
     if rank:
         parts.append(f"## Numerical rank of the widest layers (singular values > {RANK_TOL:g} × the largest)\n\n"
                      f"Per model, the {RANK_LAYERS} predicted weights with the largest min(out, fan_in) (of at "
-                     f"most {RANK_MAX_NUMEL:,} elements), reshaped to out × fan_in.\n\n"
+                     f"most {RANK_MAX_NUMEL:,} elements), reshaped to out × fan_in; float32 SVD. Rank models "
+                     "are measured even when over the parameter cap.\n\n"
                      + results.markdown_table([{**r, "rank_share": f"{100 * r['rank_share']:.1f} %"} for r in rank],
                                               ["model", "layer", "shape", "ghn", "rank", "full_rank", "rank_share",
                                                "duplicate_rows"]))

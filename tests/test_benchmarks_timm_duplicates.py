@@ -91,6 +91,12 @@ def test_duplicates_on_a_fake_torchvision_v2_has_none():
         assert by["v1 bundled ghn-qat"]["duplicate_rows"] > 0
     summary = {s["ghn"]: s for s in duplicates._summary(rows, list(by))}
     assert summary["v2 untrained"]["models_with_duplicates"] == 0
+    # over the parameter cap: skipped, unless its rank was asked for (then measured, kept out of the summary)
+    assert duplicates.model_rows(tv, "cnn", ghns, 1, rank=False, log=lambda s: None)[0]["status"].startswith("skipped")
+    over = duplicates.model_rows(tv, "cnn", ghns[-1:], 1, rank=True, log=lambda s: None)
+    assert any(r["part"] == "rank" for r in over)
+    assert all(r["in_summary"] is False for r in over if r["part"] == "dups")
+    assert duplicates._summary(over, [ghns[-1][0]]) == []
 
 
 def test_duplicates_without_torchvision_writes_a_note(tmp_path, monkeypatch):
