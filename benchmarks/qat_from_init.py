@@ -72,8 +72,8 @@ def run_one(arch: int, bits: int, method: str, seed: int, args, train_loader, te
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model, report = init_model(("test", arch, in_channels(getattr(args, "dataset", "fmnist"))), method,
-                                   seed=seed, bits=bits)
+        model, report = init_model((getattr(args, "split", "test"), arch, in_channels(getattr(args, "dataset", "fmnist"))),
+                                   method, seed=seed, bits=bits)
     # Step 0 = zero-shot: BN statistics re-estimated on training batches (no gradient), activation
     # ranges calibrated, quantized exactly as QAT quantizes (BN kept, not folded).
     recalibrate_bn(model, recal)
@@ -84,6 +84,7 @@ def run_one(arch: int, bits: int, method: str, seed: int, args, train_loader, te
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # skipped non-finite steps are counted in the row instead
         res = qat_finetune(model, bits, train_loader, steps=args.steps, lr=args.lr,
+                           optimizer=getattr(args, "optimizer", "adam"),
                            eval_fn=lambda q: qat_accuracy(q, test_loader), eval_every=args.eval_every,
                            generator=torch.Generator().manual_seed(seed))
     curve = [(0, acc0)] + [(int(s), float(a)) for s, a in res.curve]
@@ -232,7 +233,11 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"initializers (full: {' '.join(METHODS_MAIN)}; quick: ghn-qat he_normal)")
     parser.add_argument("--steps", type=int, default=None, help="QAT steps (full 100, quick 4)")
     parser.add_argument("--eval-every", type=int, default=None, help="evaluation period K in steps (full 20)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    parser.add_argument("--split", choices=["test", "classic"], default="test",
+                        help="held-out split the --archs index: 'test' (sampled) or 'classic' (hand-written families)")
+    parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
+                        help="QAT optimizer: Adam, or SGD with Nesterov momentum 0.9")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: Adam 1e-3, SGD 0.02)")
     parser.add_argument("--recal-batches", type=int, default=None, help="BN recalibration / calibration batches")
     parser.add_argument("--train-size", type=int, default=None, help="train subset (0 = all; default per mode)")
     parser.add_argument("--test-size", type=int, default=None, help="test subset for the curves (full 500)")
@@ -246,8 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     args.eval_every = args.eval_every if args.eval_every is not None else mode["eval_every"]
     recal_n = args.recal_batches or mode["recal_batches"]
     test_size = args.test_size if args.test_size is not None else mode["test_size"]
-    if any(not 0 <= a < SPLIT_SIZES["test"] for a in archs):
-        parser.error(f"--archs must be in 0..{SPLIT_SIZES['test'] - 1}")
+    if args.lr is None:
+        args.lr = 1e-3 if args.optimizer == "adam" else 0.02
+    if args.split == "classic" and args.archs is None:
+        archs = list(range(SPLIT_SIZES["classic"])) if not args.quick else [0]
+    if any(not 0 <= a < SPLIT_SIZES[args.split] for a in archs):
+        parser.error(f"--archs must be in 0..{SPLIT_SIZES[args.split] - 1}")
     if any(not 2 <= b <= 8 for b in bits_list):
         parser.error("--bits must be in 2..8")
     methods = args.methods or list(mode["methods"])
@@ -256,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown method(s) {[m for m in methods if m not in known]}; choose from {sorted(known)}")
     seeds = resolve_seeds(args, quick=(0,), full=(0, 1))
     name, title, in_ch = result_name(NAME, args.dataset), dataset_title(args.dataset), in_channels(args.dataset)
+    # other splits/optimizers get their own files, so the default run's results stay
+    name += "".join(f"_{v}" for v, default in ((args.split, "test"), (args.optimizer, "adam")) if v != default)
 
     notes = []
     for m in list(methods):
@@ -303,9 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         png = plot(curve_rows, summary, bits_list, methods, args.quick, name, title) if curve_rows else None
         from torch_qinit.space import get_arch
 
-        arch_desc = [{"arch": a, "stages": " → ".join(f"{s.block}({s.width}x{s.depth}, k{s.kernel})"
-                                                       for s in get_arch("test", a, in_ch).stages),
-                      "act": get_arch("test", a, in_ch).act, "bn": get_arch("test", a, in_ch).use_bn}
+        arch_desc = [{"arch": a, "net": get_arch(args.split, a, in_ch).name,
+                      "act": get_arch(args.split, a, in_ch).act, "bn": get_arch(args.split, a, in_ch).use_bn}
                      for a in archs]
         table = [{
             "bits": f"W{s['bits']}A{s['bits']}", "init": s["method"],
@@ -321,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         setup = (
             f"{title}, {len(train_loader.dataset)} training examples; curves on a fixed subset of "
             f"{len(test_loader.dataset)} test examples. {len(archs)} held-out architectures "
-            f"(`get_arch('test', i)`, i = {', '.join(map(str, archs))}), bit-widths {bits_list} (weights and "
+            f"(`get_arch({args.split!r}, i)`, i = {', '.join(map(str, archs))}), {args.optimizer} at lr {args.lr:g}, "
+            f"bit-widths {bits_list} (weights and "
             f"activations; the network input stays at 8 bits), seeds {seeds} (the seed sets the classic "
             f"initializer's draw and the data order; GHN predictions are deterministic). QAT: "
             f"`torch_qinit.qat.qat_finetune`, {args.steps} Adam steps at lr {args.lr}, batch "

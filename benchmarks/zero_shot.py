@@ -49,8 +49,8 @@ ALL_BITS: list[int | None] = [None, 8, 4, 3, 2]
 #: (arch, method, seed) at 5 widths with 500 test images is ~1.1 s on a test-split arch, ~5 s wide,
 #: ~2.5 s deep and ~0.9 s nobn, times 30 (method, seed) pairs per arch (14 classic x 2 seeds + 2 GHNs).
 FULL = {
-    "splits": ["test", "wide", "deep", "nobn"],
-    "archs": {"test": 20, "wide": 2, "deep": 2, "nobn": 4},
+    "splits": ["test", "wide", "deep", "nobn", "classic"],
+    "archs": {"test": 20, "wide": 2, "deep": 2, "nobn": 4, "classic": 12},
     "train_size": 2048,
     "test_size": 500,
     "batch_size": 128,
@@ -59,7 +59,7 @@ FULL = {
 }
 QUICK = {
     "splits": ["test"],
-    "archs": {"test": 2, "wide": 1, "deep": 1, "nobn": 1},
+    "archs": {"test": 2, "wide": 1, "deep": 1, "nobn": 1, "classic": 1},
     "train_size": 256,
     "test_size": 128,
     "batch_size": 64,
@@ -88,7 +88,8 @@ def _mean_layers(errors: dict[str, dict[str, float]], key: str) -> float:
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="torch-qinit bench zero_shot", description=__doc__.split("\n\n")[0])
     common_args(parser)
-    parser.add_argument("--splits", nargs="+", choices=["test", "wide", "deep", "nobn"], default=None)
+    parser.add_argument("--splits", nargs="+", choices=["test", "wide", "deep", "nobn", "classic"], default=None,
+                        help="held-out splits; 'classic' is the hand-written families (LeNet, VGG, ResNet, ...)")
     parser.add_argument("--archs", type=int, default=None,
                         help="architectures per split (default: quick 2; full test 20, wide 2, deep 2, nobn 4)")
     parser.add_argument("--methods", nargs="+", default=None,

@@ -213,3 +213,15 @@ def test_qat_from_init_quick_cifar10(in_process_weights, tmp_path, monkeypatch):
     assert sorted({int(r["step"]) for r in read_csv(out / "qat_from_init_cifar10_curves.quick.csv")}) == [0, 2, 4]
     check_png(out / "qat_from_init_cifar10.quick.png")
     assert "CIFAR-10, 80 training examples" in (out / "qat_from_init_cifar10.quick.md").read_text()
+
+
+@needs_fmnist
+def test_qat_from_init_quick_classic_split_with_sgd(standin_weights, tmp_path):
+    """--split classic --optimizer sgd: the first classic family (LeNet-5), own result files, SGD's default lr."""
+    bench("qat_from_init", standin_weights, "--out", str(tmp_path), "--split", "classic", "--optimizer", "sgd",
+          "--methods", "he_normal", "--bits", "4")
+    rows = read_csv(tmp_path / "qat_from_init_classic_sgd.quick.csv")
+    assert [(r["arch"], r["method"], r["status"]) for r in rows] == [("0", "he_normal", "ok")]
+    md = (tmp_path / "qat_from_init_classic_sgd.quick.md").read_text()
+    assert "get_arch('classic', i)" in md and "sgd at lr 0.02" in md and "lenet5" in md
+    assert not (tmp_path / "qat_from_init.quick.csv").exists()

@@ -210,3 +210,13 @@ def test_common_helpers():
     m2, _ = common.init_model(("test", 0), "he_normal", seed=3)
     assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
     assert r1.method == "he_normal"
+
+
+@needs_data
+def test_zero_shot_quick_classic_split(tmp_path, stand_in_weights):
+    out = tmp_path / "out"
+    assert benchmarks.main(["zero_shot", "--quick", "--out", str(out), "--splits", "classic",
+                            "--methods", "he_normal", "ghn"]) == 0
+    rows = _rows(out / "zero_shot.quick.csv")
+    assert {r["split"] for r in rows} == {"classic"} and {r["arch"] for r in rows} == {"0"}
+    assert {r["method"] for r in rows} == {"he_normal", "ghn"}
