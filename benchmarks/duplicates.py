@@ -16,9 +16,10 @@ neither creates nor removes duplicates.)  For a few models (``--rank-models``) i
 rank share of the widest layers: singular values above 1e-3 × the largest, over ``min(out, fan_in)``.
 
     torch-qinit bench duplicates [--quick] [--max-params 100000000] [--ghn-ckpt runs/ghn-v2-float/ckpt]
-                                 [--models NAME ...] [--rank-models resnet50 vgg11 mobilenet_v2] [--out DIR]
+                                 [--models NAME ...] [--rank-models resnet50 vgg11 mobilenet_v2]
+                                 [--rank-max-numel 20000000] [--tag TAG] [--out DIR]
 
-Writes duplicates.{csv,md} (``.quick.`` with ``--quick``).  torchvision is optional: without it the
+Writes duplicates.{csv,md} (duplicates_TAG.* with ``--tag``; ``.quick.`` with ``--quick``).  torchvision is optional: without it the
 benchmark writes a note and exits 0.
 """
 from __future__ import annotations
@@ -139,7 +140,7 @@ def _meta_params(tv: Any, name: str) -> int | None:
 
 
 def model_rows(tv: Any, name: str, ghns: list[tuple[str, str, Any, str]], max_params: int, rank: bool,
-               log: Callable[[str], None]) -> list[dict]:
+               log: Callable[[str], None], rank_max_numel: int = RANK_MAX_NUMEL) -> list[dict]:
     """One 'dups' row per GHN (and 'rank' rows when `rank`) for torchvision model `name`.
 
     A rank model over `max_params` is still measured (it was asked for by name), but its rows are marked
@@ -203,7 +204,7 @@ def model_rows(tv: Any, name: str, ghns: list[tuple[str, str, Any, str]], max_pa
                 w = item[1]
                 return (min(w.shape[0], w[0].numel()), -w.numel())
 
-            eligible = [it for it in weights_checked if it[1].numel() <= RANK_MAX_NUMEL]
+            eligible = [it for it in weights_checked if it[1].numel() <= rank_max_numel]
             for pname, p in sorted(eligible, key=width, reverse=True)[:RANK_LAYERS]:
                 r, full, share = rank_share(p)
                 rows.append({"part": "rank", "model": name, "ghn": label, "layer": pname,
@@ -232,7 +233,8 @@ def _summary(rows: list[dict], labels: list[str]) -> list[dict]:
     return out
 
 
-def _markdown(rows: list[dict], ghns: list[tuple[str, str, Any, str]], note: str, notes: list[str]) -> str:
+def _markdown(rows: list[dict], ghns: list[tuple[str, str, Any, str]], note: str, notes: list[str],
+              rank_max_numel: int = RANK_MAX_NUMEL) -> str:
     labels = [g[0] for g in ghns]
     parts = [note]
     if ghns:
@@ -263,7 +265,7 @@ def _markdown(rows: list[dict], ghns: list[tuple[str, str, Any, str]], note: str
     if rank:
         parts.append(f"## Numerical rank of the widest layers (singular values > {RANK_TOL:g} × the largest)\n\n"
                      f"Per model, the {RANK_LAYERS} predicted weights with the largest min(out, fan_in) (of at "
-                     f"most {RANK_MAX_NUMEL:,} elements), reshaped to out × fan_in; float32 SVD. Rank models "
+                     f"most {rank_max_numel:,} elements), reshaped to out × fan_in; float32 SVD. Rank models "
                      "are measured even when over the parameter cap.\n\n"
                      + results.markdown_table([{**r, "rank_share": f"{100 * r['rank_share']:.1f} %"} for r in rank],
                                               ["model", "layer", "shape", "ghn", "rank", "full_rank", "rank_share",
@@ -282,7 +284,12 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"models whose widest layers get a rank measurement (default {' '.join(RANK_MODELS)})")
     parser.add_argument("--ghn-ckpt", default=DEFAULT_CKPT,
                         help=f"a version-2 checkpoint in training to check too, if it exists (default {DEFAULT_CKPT})")
+    parser.add_argument("--rank-max-numel", type=int, default=RANK_MAX_NUMEL,
+                        help=f"leave layers with more elements out of the rank table (default {RANK_MAX_NUMEL:,})")
+    parser.add_argument("--tag", default="",
+                        help="write duplicates_TAG.{csv,md} instead (a supplementary run beside the main one)")
     args = parser.parse_args(argv)
+    name_out = f"{NAME}_{args.tag}" if args.tag else NAME
     log = print
     with bench_context(args):
         t_start = time.perf_counter()
@@ -305,14 +312,14 @@ def main(argv: list[str] | None = None) -> int:
                     f"`weights=None`, up to {args.max_params:,} parameters, example input 1×3×224×224 (299 for "
                     "Inception) for the hooks fallback; `initialize_(model, bits=4, weights=GHN, calibrate=False)`.")
             for name in names:
-                rows += model_rows(tv, name, ghns, args.max_params, name in rank_models, log)
+                rows += model_rows(tv, name, ghns, args.max_params, name in rank_models, log, args.rank_max_numel)
         notes.append(f"wall time of this run: {time.perf_counter() - t_start:.0f} s")
         for s in _summary(rows, [g[0] for g in ghns]):
             log(f"duplicates: {s['ghn']}: {s['models_with_duplicates']}/{s['models']} models, "
                 f"{s['weights_with_duplicates']}/{s['weights_checked']} weights, {s['duplicate_rows']} duplicate rows")
-        csv = results.write_csv(NAME, rows or [{"status": note}], args.quick)
-        md = results.write_markdown(NAME, "Duplicate filters and rank of predicted weights (torchvision)",
-                                    _markdown(rows, ghns, note, notes), args.quick)
+        csv = results.write_csv(name_out, rows or [{"status": note}], args.quick)
+        md = results.write_markdown(name_out, "Duplicate filters and rank of predicted weights (torchvision)",
+                                    _markdown(rows, ghns, note, notes, args.rank_max_numel), args.quick)
         for p in [csv, md]:
             print(f"wrote {p}")
     return 0
