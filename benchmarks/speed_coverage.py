@@ -7,6 +7,10 @@
 (c) GHN forward time against graph size (conv-BN-ReLU chains of 10 to 200 nodes), checked against
     the target of at most 20 ms for a 50-node graph.
 
+timm models get the same coverage measurement in ``timm_coverage`` (a benchmark of its own: choosing its
+models sizes all ~1,400 of ``timm.list_models()`` first), and the duplicate-filter check of the predicted
+weights on the torchvision models is ``duplicates``.
+
     torch-qinit bench speed_coverage [--quick] [--repeats 5] [--max-params 100000000]
 
 Writes benchmarks/results/speed_coverage.{csv,md}, speed_coverage_latency.png and
