@@ -590,7 +590,8 @@ def test_unseen_bits_are_fed_as_the_nearest_trained_width(ghn_dir, asked, fed):
     model = build_arch("test", 3)
     with pytest.warns(UserWarning, match="nearest trained width") as record:
         report = torch_qinit.initialize_(model, bits=asked, weights=ghn_dir, calibrate=False)
-    assert record[0].filename == __file__  # the warning points at the caller's line
+    if "mutmut" not in record[0].filename:  # mutation testing wraps every function in one more frame
+        assert record[0].filename == __file__  # the warning points at the caller's line
     assert "[2, 4, 8]" in report.ghn_bits_note and report.bits == dict.fromkeys(report.bits, asked)
     expected = _ghn_prediction(ghn_dir, model, fed)
     for name, p in model.named_parameters():
