@@ -95,9 +95,11 @@ def test_bits_condition_the_prediction(ghn):
 
 def test_node_bits_mixed_and_errors():
     g = capture(build_arch("test", 2))
-    w, a = node_bits(g, {"stem.0": 2, "classifier": 8})
+    layers = [n.name for n in g.nodes if n.op in ("conv", "dw_conv", "group_conv", "linear")]
+    first, last = layers[0], layers[-1]
+    w, a = node_bits(g, {first: 2, last: 8})
     names = [n.name for n in g.nodes]
-    assert w[names.index("stem.0")] == 1 and w[names.index("classifier")] == 7
+    assert w[names.index(first)] == 1 and w[names.index(last)] == 7
     with pytest.raises(ValueError, match="2..8"):
         node_bits(g, 9)
     with pytest.raises(TypeError):
