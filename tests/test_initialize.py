@@ -74,6 +74,13 @@ def test_tied_weights_stay_tied(ghn_dir):
     report = torch_qinit.initialize_(model, bits=4, weights=ghn_dir)
     assert model.dec.weight is model.enc.weight
     assert report.sources["dec.weight"] == "ghn"
+    # the value is the prediction for the first name, not the fallback drawn for the second
+    ghn = load_ghn(ghn_dir)
+    model = Tied()
+    with torch.no_grad():
+        expected = ghn(torch_qinit.capture(model), bits=4)
+    torch_qinit.initialize_(model, bits=4, weights=ghn_dir, calibrate=False)
+    assert torch.equal(model.dec.weight.detach(), expected["enc.weight"])
 
 
 class WithEmbedding(nn.Module):
@@ -169,6 +176,7 @@ def test_unseen_bits_are_mapped_with_a_warning(ghn_dir):
     ({"bits": 1}, ValueError, "2..8"),
     ({"bits": 9}, ValueError, "2..8"),
     ({"bits": 4.0}, TypeError, "int"),
+    ({"bits": "4"}, TypeError, "int"),
     ({"bits": {"nope": 4}}, ValueError, "does not have"),
     ({"method": "xavier_magic"}, ValueError, "unknown method"),
     ({"weights": "no-such-checkpoint"}, ValueError, "not a bundled checkpoint"),
@@ -696,3 +704,47 @@ def test_weights_note_says_why_in_words(bundled, ghn_dir):
     assert report.weights_note == ("'ghn-qat' (Fashion-MNIST), the default: first layer '0' is linear with 20 input "
                                    "features, not a flattened image of a known size (784 (Fashion-MNIST), "
                                    "3072 (CIFAR-10))")
+
+
+def test_fallback_values_are_written(ghn_dir):
+    """What the GHN cannot serve gets the classic fallback's values, drawn by the generator."""
+    from torch_qinit.init import classic_values
+
+    model = WithEmbedding()
+    before = model.emb.weight.detach().clone()
+    report = torch_qinit.initialize_(model, bits=4, weights=ghn_dir, generator=7)
+    assert report.fallback == {"emb.weight": "op not servable by the GHN; he_normal"}
+    expected, _ = classic_values(model, "he_normal", generator=7)[id(model.emb.weight)]  # the same draws
+    assert not torch.equal(model.emb.weight.detach(), before)
+    assert torch.equal(model.emb.weight.detach(), expected.to(before.dtype))
+
+
+def test_auto_bits_on_a_plain_model_is_bits_4(ghn_dir):
+    a, b = build_arch("test", 5), build_arch("test", 5)
+    report = torch_qinit.initialize_(a, weights=ghn_dir, calibrate=False)
+    torch_qinit.initialize_(b, bits=4, weights=ghn_dir, calibrate=False)
+    assert set(report.bits.values()) == {4} and report.act_bits == report.bits
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(p, q), name
+
+
+def test_classic_method_report(ghn_dir):
+    model = build_arch("test", 5)
+    report = torch_qinit.initialize_(model, bits=2, act_bits=8, method="he_normal", generator=0)
+    layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert report.bits == dict.fromkeys(layers, 2) and report.act_bits == dict.fromkeys(layers, 8)
+    assert 0 < report.seconds < 60 and report.method == "he_normal"
+
+
+def test_calibration_runs_on_the_example_input(ghn_dir):
+    """calibrate=True scales layers no norm follows by their output std on the given example input."""
+    def net():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 10))
+
+    x = torch.randn(64, 16, generator=torch.Generator().manual_seed(0))
+    small, large = net(), net()
+    torch_qinit.initialize_(small, bits=4, weights=ghn_dir, example_input=x)
+    torch_qinit.initialize_(large, bits=4, weights=ghn_dir, example_input=10 * x)
+    ratio = small[0].weight.detach() / large[0].weight.detach()
+    torch.testing.assert_close(ratio, torch.full_like(ratio, 10.0), rtol=1e-2, atol=0)  # biases: not exactly
