@@ -202,7 +202,7 @@ def _check_fit(factory: ModelFactory, data: Data, seed: int) -> int:
 
 def _zero_shot(model: nn.Module, w_bits: int, a_bits: int, test: Iterable[Any], calib: list[Any],
                device: torch.device) -> float:
-    """DESIGN §4 zero-shot accuracy: BN recalibration, BN folding, range calibration, fake quantization."""
+    """docs/ARCHITECTURE.md §4 zero-shot accuracy: BN recalibration, BN folding, range calibration, fake quantization."""
     from torch_qinit.evaluation import accuracy, evaluate, recalibrate_bn
     from torch_qinit.quant import quantize_model
 
@@ -335,7 +335,7 @@ def compare(
 
     For every bit width in `bits` (activations at `act_bits`, default the same), every seed and
     every method: build the model from `model`, initialize it with the method, measure zero-shot
-    WbAa accuracy (DESIGN §4: BN recalibration on `calib_batches` training batches, BN folding,
+    WbAa accuracy (docs/ARCHITECTURE.md §4: BN recalibration on `calib_batches` training batches, BN folding,
     range calibration, fake quantization), then run QAT (:func:`torch_qinit.qat.qat_finetune`) for
     `steps` steps or `epochs` epochs, evaluating test accuracy every `eval_every` steps.  A seed
     fixes the model build, the init draw and the training batch order, identically for every method.
