@@ -189,21 +189,21 @@ def _orthonormal_blocks(mats: list[torch.Tensor], block: int) -> list[torch.Tens
     (fan_in < out, fan_in < block: depthwise, narrow linear) gets orthonormal
     columns instead.
     """
-    jobs: dict[tuple[int, int, bool], list[tuple[int, int]]] = {}
+    # Blocks are grouped by shape only: orthonormalize() picks rows or columns from the shape itself.
+    jobs: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    starts: list[range] = []
     for m, w in enumerate(mats):
         out_c, fan_in = w.shape
-        if out_c > fan_in and fan_in < block:
-            jobs.setdefault((out_c, fan_in, False), []).append((m, 0))
-            continue
-        for start in range(0, out_c, block):
-            jobs.setdefault((min(block, out_c - start), fan_in, True), []).append((m, start))
+        rows_per_block = out_c if out_c > fan_in and fan_in < block else block
+        starts.append(range(0, out_c, rows_per_block))
+        for start in starts[m]:
+            jobs.setdefault((min(rows_per_block, out_c - start), fan_in), []).append((m, start))
     pieces: dict[tuple[int, int], torch.Tensor] = {}
-    for (rows, _fan_in, _by_rows), members in jobs.items():
+    for (rows, _fan_in), members in jobs.items():
         stack = torch.stack([mats[m][start:start + rows] for m, start in members])
         for (m, start), q in zip(members, orthonormalize(stack)):
             pieces[(m, start)] = q
-    return [torch.cat([pieces[(m, start)] for start in sorted(st for mm, st in pieces if mm == m)], dim=0)
-            for m in range(len(mats))]
+    return [torch.cat([pieces[(m, start)] for start in starts[m]], dim=0) for m in range(len(mats))]
 
 
 def orthonormalize(t: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
