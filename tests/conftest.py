@@ -24,3 +24,22 @@ def _source_tree_results_untouched():
     after = {p: p.stat().st_mtime_ns for p in results.rglob("*")} if results.is_dir() else {}
     changed = sorted(str(p) for p in after if before.get(p) != after[p])
     assert not changed, f"tests wrote into the source tree: {changed[:5]}"
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch):
+    """The stand-in Hub on 127.0.0.1 (tests/hub_server.py), with huggingface_hub pointed at it."""
+    from huggingface_hub import constants
+    from hub_server import FakeHub
+
+    with FakeHub() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        # huggingface_hub reads HF_ENDPOINT once at import time, into these two constants
+        monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        monkeypatch.setenv("HF_TOKEN", "")
+        yield server

@@ -276,23 +276,6 @@ def test_revision_rejected_for_local_dir(tmp_path: Path):
 # --------------------------------------------------------------------------- Hugging Face Hub (stand-in)
 
 
-@pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch):
-    from huggingface_hub import constants
-
-    with FakeHub() as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-        # huggingface_hub reads HF_ENDPOINT once at import time, into these two constants
-        monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                            server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-        monkeypatch.setenv("HF_TOKEN", "")
-        yield server
-
-
 def publish(hub: FakeHub, tmp_path: Path, repo: str, ghn: GHN, revision: str = "main", **kw) -> str:
     out = save_pretrained(ghn, tmp_path / f"pub-{repo.replace('/', '--')}-{revision}", **kw)
     return hub.add_dir(repo, out, revision)
