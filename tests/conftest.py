@@ -43,3 +43,15 @@ def hub(monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
         monkeypatch.setenv("HF_TOKEN", "")
         yield server
+
+
+@pytest.fixture(scope="module")
+def ghn_dir(tmp_path_factory) -> str:
+    """A small untrained GHN-QAT checkpoint (bits 2/3/4/8) saved once per test module."""
+    from torch_qinit.ghn import GHN, GHNConfig
+    from torch_qinit.hub import save_pretrained
+
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("ghn")
+    save_pretrained(GHN(GHNConfig(hidden=32, layers=1, heads=4, decoder_rank=8, bits=(2, 3, 4, 8))), d)
+    return str(d)

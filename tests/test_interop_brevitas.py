@@ -6,9 +6,6 @@ import torch
 from torch import nn
 
 import torch_qinit
-from torch_qinit.ghn.config import GHNConfig
-from torch_qinit.ghn.model import GHN
-from torch_qinit.hub import save_pretrained
 from torch_qinit.interop import auto_bits, declared_bits
 
 qnn = pytest.importorskip("brevitas.nn", reason="needs the 'brevitas' extra: pip install torch_qinit[brevitas]")
@@ -34,14 +31,6 @@ class QuantNet(nn.Module):
         x = self.act1(self.bn1(self.conv1(self.inp(x))))
         x = self.act2(self.conv2(x))
         return self.fc(torch.flatten(self.pool(x), 1))
-
-
-@pytest.fixture(scope="module")
-def ghn_dir(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("ghn")
-    save_pretrained(GHN(GHNConfig(hidden=32, layers=1, heads=4, decoder_rank=8, bits=(2, 3, 4, 8))), d)
-    return str(d)
 
 
 def _net(seed: int = 0) -> QuantNet:

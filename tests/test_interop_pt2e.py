@@ -15,9 +15,6 @@ import torch
 from torch import nn
 
 import torch_qinit
-from torch_qinit.ghn.config import GHNConfig
-from torch_qinit.ghn.model import GHN
-from torch_qinit.hub import save_pretrained
 
 pytest.importorskip("torchao", reason="needs the 'torchao' extra: pip install torch_qinit[torchao]")
 from torchao.quantization.pt2e import (  # noqa: E402
@@ -46,14 +43,6 @@ class SmallCNN(nn.Module):
         x = torch.relu(self.bn1(self.conv1(x)))
         x = torch.relu(self.bn2(self.conv2(x)))
         return self.fc(torch.flatten(self.pool(x), 1))
-
-
-@pytest.fixture(scope="module")
-def ghn_dir(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("ghn")
-    save_pretrained(GHN(GHNConfig(hidden=32, layers=1, heads=4, decoder_rank=8, bits=(2, 3, 4, 8))), d)
-    return str(d)
 
 
 def qat_config(bits: int):

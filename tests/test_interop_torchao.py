@@ -6,22 +6,11 @@ import torch
 from torch import nn
 
 import torch_qinit
-from torch_qinit.ghn.config import GHNConfig
-from torch_qinit.ghn.model import GHN
-from torch_qinit.hub import save_pretrained
 
 pytest.importorskip("torchao", reason="needs the 'torchao' extra: pip install torch_qinit[torchao]")
 from torchao.quantization import Int8DynamicActivationIntxWeightConfig, IntxWeightOnlyConfig, quantize_  # noqa: E402
 from torchao.quantization.granularity import PerAxis  # noqa: E402
 from torchao.quantization.qat import FakeQuantizedLinear, IntxFakeQuantizeConfig, QATConfig  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def ghn_dir(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("ghn")
-    save_pretrained(GHN(GHNConfig(hidden=32, layers=1, heads=4, decoder_rank=8, bits=(2, 3, 4, 8))), d)
-    return str(d)
 
 
 def _mlp() -> nn.Sequential:

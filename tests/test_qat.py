@@ -8,8 +8,6 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import torch_qinit
-from torch_qinit.ghn import GHN, GHNConfig
-from torch_qinit.hub import save_pretrained
 from torch_qinit.qat import QATResult, qat_accuracy, qat_finetune
 from torch_qinit.quant import quantized_layers
 
@@ -140,14 +138,6 @@ class SmallCNN(nn.Module):
         x = torch.relu(self.bn1(self.conv1(x)))
         x = torch.relu(self.bn2(self.conv2(x)))
         return self.fc(torch.flatten(self.pool(x), 1))
-
-
-@pytest.fixture(scope="module")
-def ghn_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("ghn")
-    save_pretrained(GHN(GHNConfig(hidden=32, layers=1, heads=4, decoder_rank=8, bits=(2, 3, 4, 8))), d)
-    return str(d)
 
 
 def _qconfig_mapping(kind: str):
