@@ -69,10 +69,8 @@ def rank_share(w: torch.Tensor, tol: float = RANK_TOL) -> tuple[int, int, float]
 
 def _load_ckpt(path: Path) -> nn.Module:
     """A GHN from a trainer checkpoint folder, read from a copy (the trainer may be rewriting it)."""
-    try:
-        from torch_qinit.training.trainer import _load_warm_start
-    except ImportError:  # older layout
-        from torch_qinit.cli.trainer import _load_warm_start
+    from torch_qinit.training.trainer import _load_warm_start
+
     with tempfile.TemporaryDirectory() as tmp:
         for attempt in range(3):
             try:

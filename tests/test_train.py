@@ -85,13 +85,6 @@ def test_warm_start_from_decoder_v1_keeps_the_encoder(tmp_path):
     assert upgrade_decoder(current) is current
 
 
-def test_old_import_path_still_works():
-    from torch_qinit.cli.trainer import ArchCache, TrainConfig as OldConfig, _upgrade_decoder, train as old_train
-    from torch_qinit.training import ArchCache as New
-
-    assert OldConfig is TrainConfig and old_train is train and _upgrade_decoder is upgrade_decoder and ArchCache is New
-
-
 def test_bits_sampling_covers_float_uniform_and_mixed():
     cfg = TrainConfig(stage="qat", mixed_frac=0.3, float_frac=0.2)
     graph = capture(build_arch("train", 0))
