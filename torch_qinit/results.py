@@ -1,5 +1,5 @@
-"""Helpers for measured results, shared by `torch-qinit demo` and the benchmarks (benchmarks/ in the
-source tree), so both compute and stamp their numbers one way (ARCHITECTURE.md §4).
+"""Helpers for measured results, shared by `torch-qinit demo`, `compare` and the benchmarks (benchmarks/ in
+the source tree), so all of them compute, stamp and write their numbers one way (ARCHITECTURE.md §4).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["MAIN_METHODS", "mean_std", "machine_string", "write_csv"]
+__all__ = ["MAIN_METHODS", "mean_std", "machine_string", "write_csv", "pyplot"]
 
 #: The methods the demo and every benchmark compare by default: both GHNs and two classic inits.
 MAIN_METHODS: tuple[str, ...] = ("ghn-qat", "ghn", "he_normal", "glorot_uniform")
@@ -23,11 +23,12 @@ MAIN_METHODS: tuple[str, ...] = ("ghn-qat", "ghn", "he_normal", "glorot_uniform"
 def mean_std(values: Iterable[float], skip_nan: bool = False) -> tuple[float, float]:
     """Mean and sample standard deviation (0.0 for one value; NaNs for none).
 
-    `skip_nan` leaves NaN values (runs that produced no number) out first; without it a NaN makes both NaN.
+    `skip_nan` leaves non-finite values (NaN: runs that produced no number) out first; without it a NaN
+    makes both NaN.
     """
     vals = [float(v) for v in values]
     if skip_nan:
-        vals = [v for v in vals if not math.isnan(v)]
+        vals = [v for v in vals if math.isfinite(v)]
     if not vals or any(math.isnan(v) for v in vals):
         return math.nan, math.nan
     if len(vals) == 1:
@@ -36,10 +37,13 @@ def mean_std(values: Iterable[float], skip_nan: bool = False) -> tuple[float, fl
 
 
 def machine_string(processor: bool = False) -> str:
-    """Where a result was measured: CPU architecture and count (and `processor` name), torch version, threads."""
+    """Where a result was measured: CPU architecture and count (and `processor` name), torch version,
+    threads, and the GPU when one is present (a run may have used it)."""
     cpu = f", {platform.processor() or platform.system()}" if processor else ""
+    threads = torch.get_num_threads()
+    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return (f"{platform.machine()}, {os.cpu_count()} CPUs{cpu}, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads")
+            f"{threads} thread{'s' if threads != 1 else ''}{gpu}")
 
 
 def write_csv(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]],
@@ -52,3 +56,18 @@ def write_csv(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]],
         w.writeheader()
         w.writerows(rows)
     return path
+
+
+def pyplot() -> Any | None:
+    """``matplotlib.pyplot`` on the Agg backend (files only, never a window), or None without matplotlib.
+
+    Plotting is optional (``pip install 'torch_qinit[plot]'``): each caller says in its own words what it skips.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt

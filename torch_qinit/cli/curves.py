@@ -8,10 +8,11 @@ Reads each run's OUT/ckpt/state.json history (loss and training accuracy every
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
+
+from torch_qinit.results import pyplot, write_csv
 
 __all__ = ["main", "read_history"]
 
@@ -44,16 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         offset = steps[-1] if steps else offset
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.with_suffix(".csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-        w.writeheader()
-        w.writerows(rows)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    write_csv(out.with_suffix(".csv"), rows)
+    plt = pyplot()
+    if plt is None:
         print("matplotlib is not installed: wrote only the CSV (pip install 'torch_qinit[plot]')")
         return 0
 

@@ -31,11 +31,11 @@ from .runner import (
     RunResult,
     compare,
     first_reach,
-    machine_string,
-    mean_std,
     parse_int_list,
     parse_methods,
 )
+# One definition each, shared with the demo and the benchmarks; kept in compare's API for its users.
+from ..results import machine_string, mean_std
 
 __all__ = [
     "compare",

@@ -1,7 +1,6 @@
 """Results of `compare`: the Markdown table, JSON, CSV, the PNG of the curves, and the exit code."""
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -10,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..results import pyplot, write_csv
 from .errors import EXIT_DIVERGED, EXIT_OK, EXIT_REQUIREMENT_FAILED, EXIT_USAGE
 from .gates import GateOutcome
 from .runner import CompareResult
@@ -147,12 +147,8 @@ def append_step_summary(md: str) -> Path | None:
 
 def plot_curves(result: CompareResult, path: str | os.PathLike[str]) -> Path | None:
     """PNG of the mean QAT curves, one panel per bit width; None (and a log note) without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only, never a window
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         logger.info("matplotlib is not installed: no PNG (pip install 'torch_qinit[plot]')")
         return None
     configs = result.bit_configs()
@@ -208,18 +204,11 @@ def write_outputs(result: CompareResult, out_dir: str | os.PathLike[str], outcom
                            for o in outcomes]
     doc.update(extra or {})
     written[1].write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-    with written[2].open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(_SUMMARY_COLS)
-        w.writerows([[_cell(r[k]) for k in _SUMMARY_COLS] for r in result.summary])
-    with written[3].open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(_RUN_COLS)
-        w.writerows([[_cell(getattr(r, k)) for k in _RUN_COLS] for r in result.runs])
-    with written[4].open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["method", "bits", "act_bits", "seed", "step", "accuracy"])
-        w.writerows([[r.method, r.bits, r.act_bits, r.seed, s, _cell(acc)] for r in result.runs for s, acc in r.curve])
+    write_csv(written[2], [{k: _cell(r[k]) for k in _SUMMARY_COLS} for r in result.summary], _SUMMARY_COLS)
+    write_csv(written[3], [{k: _cell(getattr(r, k)) for k in _RUN_COLS} for r in result.runs], _RUN_COLS)
+    write_csv(written[4], [{"method": r.method, "bits": r.bits, "act_bits": r.act_bits, "seed": r.seed, "step": s,
+                            "accuracy": _cell(acc)} for r in result.runs for s, acc in r.curve],
+              ["method", "bits", "act_bits", "seed", "step", "accuracy"])
     if plot and result.trained:
         png = plot_curves(result, out / "curves.png")
         if png is not None:

@@ -6,7 +6,6 @@ import itertools
 import logging
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..results import MAIN_METHODS, machine_string, mean_std
 from .datasets import Data, first_batch, resolve_data
 from .errors import CompareError, DataError
 from .loading import ModelFactory, one_line
@@ -28,42 +28,23 @@ __all__ = [
     "RunResult",
     "CompareResult",
     "compare",
-    "mean_std",
     "first_reach",
     "parse_int_list",
     "parse_methods",
-    "machine_string",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Methods compared when none are given: both GHNs and the two classic inits the benchmarks use.
-DEFAULT_METHODS: tuple[str, ...] = ("ghn-qat", "ghn", "he_normal", "glorot_uniform")
+#: Methods compared when none are given: the demo's and the benchmarks' (both GHNs, two classic inits).
+DEFAULT_METHODS: tuple[str, ...] = MAIN_METHODS
 #: Learning rate per optimizer when none is given (qat_finetune's SGD is Nesterov momentum 0.9).
 DEFAULT_LR: dict[str, float] = {"adam": 1e-3, "sgd": 0.05}
-
-
-def mean_std(values: Iterable[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation of the finite values (std 0.0 for one value; NaNs for none)."""
-    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    if not vals:
-        return math.nan, math.nan
-    if len(vals) == 1:
-        return vals[0], 0.0
-    return statistics.fmean(vals), statistics.stdev(vals)
 
 
 def first_reach(curve: Mapping[int, float] | Sequence[tuple[int, float]], target: float) -> int | None:
     """The first evaluated step whose accuracy is >= `target`; None when never reached."""
     items = sorted(curve.items() if isinstance(curve, Mapping) else curve)
     return next((step for step, acc in items if acc >= target - 1e-12), None)
-
-
-def machine_string() -> str:
-    """Where a result was measured: CPU architecture and count, torch version and threads, GPU if used."""
-    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return (f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}{gpu}")
 
 
 def parse_int_list(text: str | int | Sequence[int], what: str) -> list[int]:
@@ -281,7 +262,9 @@ def summarize(runs: list[RunResult], methods: Sequence[str], configs: Sequence[t
         for m in methods:
             rs = [r for r in runs if r.method == m and r.bits == w and r.act_bits == a]
             ok = [r for r in rs if r.status == "ok"]
-            zs, fi = mean_std(r.zero_shot for r in ok), mean_std(r.final for r in ok)
+            # failed runs hold NaN: left out, as are the runs that were not ok
+            zs = mean_std((r.zero_shot for r in ok), skip_nan=True)
+            fi = mean_std((r.final for r in ok), skip_nan=True)
             curve: dict[int, list[float]] = {}
             for r in ok:
                 for s, acc in r.curve:
@@ -294,7 +277,8 @@ def summarize(runs: list[RunResult], methods: Sequence[str], configs: Sequence[t
                 "target": math.nan, "target_method": "", "steps_to_target": None,
                 "diverged": sum(r.diverged for r in rs), "skipped_steps": sum(r.skipped_steps for r in rs),
                 "fallback_params": max((r.fallback_params for r in ok), default=0),
-                "seconds_mean": mean_std(r.seconds for r in rs)[0], "seconds_total": sum(r.seconds for r in rs),
+                "seconds_mean": mean_std((r.seconds for r in rs), skip_nan=True)[0],
+                "seconds_total": sum(r.seconds for r in rs),
             })
         classic = [r for r in rows if r["method"] not in GHN_METHODS and r["runs_ok"] and trained]
         best = max(classic, key=lambda r: r["final_mean"], default=None)
