@@ -12,7 +12,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -28,10 +28,15 @@ __all__ = [
     "RunResult",
     "CompareResult",
     "compare",
+    "run_one",
+    "summarize",
     "first_reach",
     "parse_int_list",
     "parse_methods",
 ]
+
+if TYPE_CHECKING:
+    from torch_qinit.qat import QATResult
 
 logger = logging.getLogger(__name__)
 
@@ -197,23 +202,41 @@ def _zero_shot(model: nn.Module, w_bits: int, a_bits: int, test: Iterable[Any], 
     return accuracy(net.eval(), test, device)
 
 
-def _run_one(run: RunResult, factory: ModelFactory, data: Data, calib: list[Any], example: torch.Tensor,
-             *, steps: int, eval_every: int, optimizer: str, lr: float, nan_patience: int,
-             device: torch.device, progress: bool) -> None:
-    """Fill `run` in place; any failure marks it failed with the stage and reason instead of raising."""
+def run_one(run: RunResult, build: Callable[[int], nn.Module], data: Data, calib: list[Any], *,
+            steps: int, eval_every: int, lr: float, optimizer: str = "adam", nan_patience: int | None = 20,
+            weights: Any = None, example: torch.Tensor | None = None, curve_data: Iterable[Any] | None = None,
+            qat_seed: int | None = None, device: torch.device | str = "cpu", progress: bool = False,
+            desc: str | None = None) -> QATResult | None:
+    """Measure one method at one bit width and seed, filling `run` in place; returns the QATResult (or None).
+
+    The one measurement loop of `compare` and `torch-qinit demo`: ``build(run.seed)``, initialize with
+    ``run.method`` (generator seeded with ``run.seed``), zero-shot accuracy on ``data.test``
+    (:func:`_zero_shot`), then `steps` QAT steps on ``data.train`` (its shuffling reseeded with ``run.seed``,
+    so every method sees the same batches). Any failure marks `run` failed with the stage and reason
+    instead of raising, so the other methods still run.
+
+    Args:
+        weights: the GHN checkpoint for a GHN method; None lets ``initialize_`` pick the bundled one.
+        example: an input batch for initialize_'s calibration (None: a synthetic one).
+        curve_data: where the intermediate curve points are measured (default ``data.test``); when given,
+            the final accuracy is measured on ``data.test`` separately.
+        qat_seed: seed of the QAT loop's generator (default ``run.seed``).
+    """
     import torch_qinit
     from torch_qinit.qat import qat_accuracy, qat_finetune
 
     t0 = time.perf_counter()
     stage = "build"
+    res = None
+    device = torch.device(device)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            model = factory.build(run.seed).to(device)
+            model = build(run.seed).to(device)
             stage = "init"
-            # weights=None: initialize_ picks the bundled checkpoint matching the model's input and says why.
             report = torch_qinit.initialize_(model, bits=run.bits, act_bits=run.act_bits, method=run.method,
-                                             example_input=example.to(device),
+                                             weights=weights,
+                                             example_input=None if example is None else example.to(device),
                                              generator=torch.Generator().manual_seed(run.seed))
             run.fallback_params = int(getattr(report, "num_fallback", 0))
             if getattr(report, "weights_id", None):
@@ -225,11 +248,13 @@ def _run_one(run: RunResult, factory: ModelFactory, data: Data, calib: list[Any]
             if steps:
                 stage = "QAT"
                 _reseed(data.train, run.seed)  # same batch order for every method of a seed
+                curve = data.test if curve_data is None else curve_data
                 res = qat_finetune(model, run.bits, data.train, steps=steps, act_bits=run.act_bits, lr=lr,
-                                   optimizer=optimizer, eval_fn=lambda q: qat_accuracy(q, data.test),
-                                   eval_every=eval_every, generator=torch.Generator().manual_seed(run.seed),
+                                   optimizer=optimizer, eval_fn=lambda q: qat_accuracy(q, curve),
+                                   eval_every=eval_every,
+                                   generator=torch.Generator().manual_seed(run.seed if qat_seed is None else qat_seed),
                                    nan_patience=nan_patience, progress=progress,
-                                   desc=f"{run.method} W{run.bits}A{run.act_bits} seed {run.seed}")
+                                   desc=desc or f"{run.method} W{run.bits}A{run.act_bits} seed {run.seed}")
                 run.curve += [(int(s), float(a)) for s, a in res.curve]
                 run.skipped_steps, run.diverged = res.skipped_steps, res.diverged
                 run.final_loss = res.losses[-1] if res.losses else math.nan
@@ -237,7 +262,8 @@ def _run_one(run: RunResult, factory: ModelFactory, data: Data, calib: list[Any]
                     run.stopped_at = res.steps_run
                     last = run.curve[-1][1]
                     run.curve += [(s, last) for s in _eval_steps(steps, eval_every) if s > res.steps_run]
-                run.final = run.curve[-1][1]
+                # A curve on a test subset only shows the trend; the final number uses the whole test data.
+                run.final = run.curve[-1][1] if curve_data is None else qat_accuracy(res.model, data.test)
         run.notes = list(dict.fromkeys(str(w.message) for w in caught))
     except (KeyboardInterrupt, SystemExit):
         raise
@@ -245,6 +271,7 @@ def _run_one(run: RunResult, factory: ModelFactory, data: Data, calib: list[Any]
         run.status, run.error = "failed", f"{stage}: {one_line(exc)}"
         logger.warning("%s W%dA%d seed %d failed: %s", run.method, run.bits, run.act_bits, run.seed, run.error)
     run.seconds = time.perf_counter() - t0
+    return res
 
 
 def _eval_steps(steps: int, eval_every: int) -> list[int]:
@@ -409,8 +436,9 @@ def compare(
             if bar is not None:
                 bar.set_postfix_str(f"{run.method} W{run.bits}A{run.act_bits} seed {run.seed}")
             # Per-step bars only on a terminal: in a CI log every refresh becomes a line; the run bar is enough.
-            _run_one(run, factory, loaded, calib, example, steps=steps, eval_every=eval_every, optimizer=optimizer,
-                     lr=lr, nan_patience=nan_patience, device=device, progress=progress and sys.stderr.isatty())
+            run_one(run, factory.build, loaded, calib, example=example, steps=steps, eval_every=eval_every,
+                    optimizer=optimizer, lr=lr, nan_patience=nan_patience, device=device,
+                    progress=progress and sys.stderr.isatty())
             if bar is not None:
                 bar.update(1)
     finally:
