@@ -1,13 +1,16 @@
-"""Pieces shared by the dataset modules: the missing-data error, the cache folder and loader building."""
+"""Pieces shared by the dataset modules: the missing-data error, the cache folder, a file's cache stamp,
+the split-size check and loader building."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-__all__ = ["CACHE_DIR_ENV", "DatasetNotFoundError", "default_cache_dir", "make_loaders", "subset"]
+__all__ = ["CACHE_DIR_ENV", "DatasetNotFoundError", "default_cache_dir", "file_stamp", "check_count", "make_loaders",
+           "split_loaders", "subset"]
 
 CACHE_DIR_ENV = "TORCH_QINIT_CACHE_DIR"
 
@@ -25,6 +28,19 @@ def default_cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "torch_qinit"
+
+
+def file_stamp(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(size, mtime in ns) of a file: part of every decoded-data cache key, so a rewritten file is not served stale."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+def check_count(n: int, expected: int, split: str, where: str) -> None:
+    """ValueError unless a split has its canonical size; `where` starts the message (the file, the dataset)."""
+    if n != expected:
+        raise ValueError(f"{where} {split} split has {n} examples, expected {expected} "
+                         "(pass check_counts=False for a subset)")
 
 
 def subset(ds: TensorDataset, n: int | None, generator: torch.Generator) -> TensorDataset:
@@ -54,3 +70,18 @@ def make_loaders(
     train_loader = DataLoader(train, batch_size=batch_size, shuffle=True, generator=shuffle_gen)
     test_loader = DataLoader(test, batch_size=batch_size, shuffle=False)
     return train_loader, test_loader
+
+
+def split_loaders(
+    load: Callable[..., TensorDataset],
+    batch_size: int,
+    data_dir: str | os.PathLike[str] | None,
+    train_subset: int | None,
+    test_subset: int | None,
+    seed: int,
+    check_counts: bool,
+) -> tuple[DataLoader, DataLoader]:
+    """Both splits of a dataset through its ``load(split, data_dir, check_counts=...)``, then :func:`make_loaders`."""
+    train = load("train", data_dir, check_counts=check_counts)
+    test = load("test", data_dir, check_counts=check_counts)
+    return make_loaders(train, test, batch_size, train_subset, test_subset, seed)

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from torch_qinit.data._common import DatasetNotFoundError, default_cache_dir, make_loaders
+from torch_qinit.data._common import DatasetNotFoundError, check_count, default_cache_dir, file_stamp, split_loaders
 
 __all__ = [
     "CLASSES",
@@ -423,8 +423,7 @@ def _identity(source: CIFAR10Source) -> str:
     path = source.path.resolve()
     stats: list[Any] = []
     if source.layout == "archive":
-        st = path.stat()
-        stats.append([st.st_size, st.st_mtime_ns])
+        stats.append(list(file_stamp(path)))
     elif source.layout == "images":
         # Directory mtimes change when files are added, removed or renamed; 22 stats, not 60,000.
         for split in ("train", "test"):
@@ -437,8 +436,7 @@ def _identity(source: CIFAR10Source) -> str:
         for n in files["train"] + files["test"]:
             p = path / n
             if p.is_file():
-                st = p.stat()
-                stats.append([n, st.st_size, st.st_mtime_ns])
+                stats.append([n, *file_stamp(p)])
     blob = json.dumps([_CACHE_VERSION, source.layout, str(path), stats])
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -532,9 +530,8 @@ def load_cifar10(
         torch.Size([10000, 3, 32, 32])
     """
     x, y = load_cifar10_arrays(split, data_dir, cache=cache, cache_dir=cache_dir)
-    if check_counts and len(x) != SPLIT_SIZES[split]:
-        raise ValueError(f"CIFAR-10 {split} split has {len(x)} examples, expected {SPLIT_SIZES[split]} "
-                         "(pass check_counts=False for a subset)")
+    if check_counts:
+        check_count(len(x), SPLIT_SIZES[split], split, "CIFAR-10")
     mean = torch.tensor(MEAN).view(1, 3, 1, 1)
     std = torch.tensor(STD).view(1, 3, 1, 1)
     with warnings.catch_warnings():
@@ -558,9 +555,7 @@ def cifar10_loaders(
     check_counts: bool = True,
 ) -> tuple[DataLoader, DataLoader]:
     """Train (shuffled) and test loaders; ``*_subset`` draws a seeded random subset of that many examples."""
-    train = load_cifar10("train", data_dir, check_counts=check_counts)
-    test = load_cifar10("test", data_dir, check_counts=check_counts)
-    return make_loaders(train, test, batch_size, train_subset, test_subset, seed)
+    return split_loaders(load_cifar10, batch_size, data_dir, train_subset, test_subset, seed, check_counts)
 
 
 def prepare_cifar10(

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from torch_qinit.data._common import DatasetNotFoundError, make_loaders
+from torch_qinit.data._common import DatasetNotFoundError, check_count, file_stamp, split_loaders
 
 __all__ = [
     "MEAN",
@@ -113,7 +113,7 @@ def read_idx(path: str | os.PathLike[str], expected_magic: int | None = None) ->
 
 @functools.lru_cache(maxsize=8)
 def _load_arrays(images: str, labels: str, _stamp: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    # _stamp (mtime, size of both files) is part of the key so a rewritten file is not served stale.
+    # _stamp (size, mtime of both files) is part of the key so a rewritten file is not served stale.
     x = read_idx(images, _IMAGES_MAGIC)
     y = read_idx(labels, _LABELS_MAGIC)
     if x.shape[1:] != (_IMAGE_SIZE, _IMAGE_SIZE):
@@ -125,14 +125,6 @@ def _load_arrays(images: str, labels: str, _stamp: tuple[int, ...]) -> tuple[np.
     x.flags.writeable = False  # shared by every caller through the cache
     y.flags.writeable = False
     return x, y
-
-
-def _stamp(*paths: Path) -> tuple[int, ...]:
-    out: list[int] = []
-    for p in paths:
-        st = p.stat()
-        out += [st.st_mtime_ns, st.st_size]
-    return tuple(out)
 
 
 def load_fashion_mnist(
@@ -162,12 +154,9 @@ def load_fashion_mnist(
     if missing:
         raise _missing_error(directory, missing)
     img_path, lbl_path = (p.resolve() for p in found)  # type: ignore[union-attr]
-    x, y = _load_arrays(str(img_path), str(lbl_path), _stamp(img_path, lbl_path))
-    if check_counts and len(x) != SPLIT_SIZES[split]:
-        raise ValueError(
-            f"{img_path}: {split} split has {len(x)} examples, expected {SPLIT_SIZES[split]} "
-            "(pass check_counts=False for a subset)"
-        )
+    x, y = _load_arrays(str(img_path), str(lbl_path), file_stamp(img_path) + file_stamp(lbl_path))
+    if check_counts:
+        check_count(len(x), SPLIT_SIZES[split], split, f"{img_path}:")
     images = torch.from_numpy(np.asarray(x, dtype=np.float32)).unsqueeze(1)  # new writable copy
     images.div_(255.0).sub_(MEAN).div_(STD)
     labels = torch.from_numpy(y.astype(np.int64))
@@ -185,6 +174,4 @@ def fashion_mnist_loaders(
     check_counts: bool = True,
 ) -> tuple[DataLoader, DataLoader]:
     """Train (shuffled) and test loaders; ``*_subset`` draws a seeded random subset of that many examples."""
-    train = load_fashion_mnist("train", data_dir, check_counts=check_counts)
-    test = load_fashion_mnist("test", data_dir, check_counts=check_counts)
-    return make_loaders(train, test, batch_size, train_subset, test_subset, seed)
+    return split_loaders(load_fashion_mnist, batch_size, data_dir, train_subset, test_subset, seed, check_counts)
