@@ -5,6 +5,7 @@ import io
 import os
 import pickle
 import pickletools
+import shutil
 import struct
 import tarfile
 from pathlib import Path
@@ -329,6 +330,38 @@ def test_archive_caches_both_splits_in_one_pass(tmp_path: Path, monkeypatch: pyt
     load("train", archive)
     load("test", archive)
     assert len(calls) == 1
+
+
+def test_archive_cache_is_keyed_by_name_size_and_mtime_not_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The same archive reached by another path (a copy in another checkout, a recreated symlink) reads the
+    decoded arrays already on disk instead of writing a new pair; a changed archive is decoded afresh."""
+    write_binary_batches(tmp_path / "src" / "cifar-10-batches-bin")
+    first = tmp_path / "checkout1" / "cifar-10-binary.tar.gz"
+    first.parent.mkdir()
+    with tarfile.open(first, "w:gz") as tf:
+        tf.add(tmp_path / "src" / "cifar-10-batches-bin", arcname="cifar-10-batches-bin")
+    copy = tmp_path / "checkout2" / first.name
+    copy.parent.mkdir()
+    shutil.copy2(first, copy)  # same name, size and mtime
+    link = tmp_path / "cache-link" / first.name
+    link.parent.mkdir()
+    link.symlink_to(copy)
+    assert_split(load("test", first), *TEST)
+    cached = sorted((default_cache_dir() / "cifar10").glob("decoded-*.npz"))
+    assert len(cached) == 2  # both splits, from one pass over the archive
+
+    def no_decode(*a, **k):
+        raise AssertionError("decoded again instead of reading the cache")
+
+    monkeypatch.setattr(c10, "_decode", no_decode)
+    for where in (copy, link, link.parent):
+        c10._arrays.cache_clear()  # as in a new process
+        assert_split(load("test", where), *TEST)
+    assert sorted((default_cache_dir() / "cifar10").glob("decoded-*.npz")) == cached
+    os.utime(copy, ns=(1, 1))  # rewritten: another mtime
+    c10._arrays.cache_clear()
+    with pytest.raises(AssertionError, match="decoded again"):
+        load("test", link)
 
 
 def test_unwritable_cache_still_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

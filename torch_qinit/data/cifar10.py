@@ -18,8 +18,9 @@ Search order when no folder is given: ``$TORCH_QINIT_CIFAR10_DIR``, then ``<cach
 only its CIFAR-named sub-folders and archives, since a bare ``train/`` there could be any dataset).
 
 Decoded uint8 arrays are cached as ``.npz`` files in ``<cache>/cifar10`` (``<cache>`` is
-``$TORCH_QINIT_CACHE_DIR``, else ``~/.cache/torch_qinit``), keyed by the source's path, size and mtime,
-and also in-process; so only the first load decodes.
+``$TORCH_QINIT_CACHE_DIR``, else ``~/.cache/torch_qinit``), keyed by the source's size and mtime and its
+path (an archive: its file name, so any path to the same archive shares one cache), and also in-process;
+so only the first load decodes.
 """
 from __future__ import annotations
 
@@ -419,10 +420,17 @@ def _decode(source: CIFAR10Source, split: str) -> dict[str, tuple[np.ndarray, np
 # ---------------------------------------------------------------------------------------------- cache
 
 def _identity(source: CIFAR10Source) -> str:
-    """A key that changes when the source does: resolved path plus size/mtime of what it reads."""
+    """A key that changes when the source does: the size/mtime of what it reads, and where it is.
+
+    An archive is keyed by its file name, size and mtime, not its path: the same archive reached through
+    another path (a symlink recreated from another checkout) must find its decoded arrays (180 MB) again
+    rather than write a new pair. A folder layout is keyed by its resolved path too.
+    """
     path = source.path.resolve()
+    where = str(path)
     stats: list[Any] = []
     if source.layout == "archive":
+        where = path.name
         stats.append(list(file_stamp(path)))
     elif source.layout == "images":
         # Directory mtimes change when files are added, removed or renamed; 22 stats, not 60,000.
@@ -437,7 +445,7 @@ def _identity(source: CIFAR10Source) -> str:
             p = path / n
             if p.is_file():
                 stats.append([n, *file_stamp(p)])
-    blob = json.dumps([_CACHE_VERSION, source.layout, str(path), stats])
+    blob = json.dumps([_CACHE_VERSION, source.layout, where, stats])
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
