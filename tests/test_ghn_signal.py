@@ -7,7 +7,7 @@ from torch import nn
 
 import torch_qinit
 from torch_qinit.ghn import GHN, GHNConfig
-from torch_qinit.ghn.calibration import calibrate_scales
+from torch_qinit.ghn.calibration import BATCH, calibrate_scales, first_layer, first_layer_inputs, synthetic_input
 from torch_qinit.ghn.signal import ACT_GAINS, signal_rules
 from torch_qinit.graph import capture
 from torch_qinit.hub import load_ghn
@@ -113,6 +113,26 @@ def test_calibration_skips_a_model_it_cannot_run():
         preds = ghn(graph, bits=4)
     result = calibrate_scales(model, graph, preds, example_input=torch.randn(4, 5))  # wrong width
     assert result.skipped and "forward pass failed" in result.skipped
+
+
+@pytest.mark.parametrize("model, shape", [
+    (nn.Sequential(nn.Conv2d(4, 8, 3, groups=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)),
+     (BATCH, 4, 20, 20)),
+    (nn.Sequential(nn.Conv1d(3, 5, 3), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(5, 2)),
+     (BATCH, 3, 20)),
+    (nn.Sequential(nn.Embedding(10, 6), nn.Flatten(), nn.Linear(6, 2)), None),  # an embedding takes no floats...
+    (nn.Sequential(nn.Flatten(), nn.Linear(12, 4), nn.ReLU(), nn.Linear(4, 2)), (BATCH, 12)),
+])
+def test_first_layer_shapes_the_synthetic_input(model, shape):
+    """One first-layer rule for the checkpoint choice (its input size) and the calibration batch (its shape)."""
+    graph = capture(model)
+    node = first_layer(graph)
+    x = synthetic_input(graph, model, 20)
+    if shape is None:  # ...but the linear after it is the first conv/linear layer: 6 input features
+        assert node.name == "2" and first_layer_inputs(node) == 6
+        return
+    assert first_layer_inputs(node) == shape[1] and tuple(x.shape) == shape
+    assert model(x).shape[0] == BATCH
 
 
 @pytest.mark.parametrize("opt", ["sgd0.1", "sgd0.02", "adam"])

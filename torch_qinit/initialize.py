@@ -19,9 +19,8 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from .ghn.calibration import calibrate_scales
+from .ghn.calibration import calibrate_scales, first_layer, first_layer_inputs
 from .graph import ArchGraph, capture_with_note
-from .graph.arch_graph import WEIGHT_OPS
 from .init import apply_classic_init, available_methods
 from .init.registry import as_generator, classic_values
 from .modules import owned_parameters, write_values
@@ -278,18 +277,6 @@ def _not_finite(values: dict[int, torch.Tensor]) -> list[int]:
     return bad
 
 
-def _first_layer(graph: ArchGraph) -> tuple[str, str, int] | None:
-    """(op, layer name, inputs) of the first conv or linear layer the data reaches: input channels
-    for a conv, input features for a linear layer; None without one."""
-    for node in graph.nodes:
-        if node.op in WEIGHT_OPS and len(node.params.get("weight", ())) >= 2:
-            w = node.params["weight"]
-            if node.op == "linear":
-                return node.op, node.name, int(w[1])
-            return node.op, node.name, int(w[1]) * int(node.attrs.get("groups", 1))
-    return None
-
-
 def _checkpoint_input(name: str) -> tuple[str, tuple[int, ...], bool]:
     """(dataset, input shape, installed) of a bundled checkpoint; an installed config.json's input_shape wins."""
     from .hub import BUNDLED_INPUTS, CONFIG_NAME, WEIGHTS_NAME, bundled_checkpoint_dir
@@ -321,11 +308,11 @@ def _choose_weights(method: str, weights: Weights, graph: ArchGraph, strict: boo
     candidates = _BUNDLED_BY_METHOD[method]
     default = candidates[0]
     inputs = {c: _checkpoint_input(c) for c in candidates}
-    first = _first_layer(graph)
+    first = first_layer(graph)
     if first is None:
         return default, (f"{default!r} ({inputs[default][0]}), the default: the model has no conv or linear "
                          "layer to match")
-    op, layer, n = first
+    op, layer, n = first.op, first.name, first_layer_inputs(first)
     unit = "input features" if op == "linear" else "input channels"
 
     def size(c: str) -> int:  # what the first layer takes when fed that checkpoint's training images

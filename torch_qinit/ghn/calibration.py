@@ -22,11 +22,12 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ..graph.arch_graph import WEIGHT_OPS, ArchGraph
+from ..graph.arch_graph import WEIGHT_OPS, ArchGraph, Node
 from ..graph.capture import untouched
 from .signal import signal_rules
 
-__all__ = ["CalibrationResult", "calibrate_scales", "calibrated_layers", "synthetic_input", "unit_std_hook"]
+__all__ = ["CalibrationResult", "calibrate_scales", "calibrated_layers", "first_layer", "first_layer_inputs",
+           "synthetic_input", "unit_std_hook"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,25 +51,35 @@ class CalibrationResult:
         return f"{len(values)} layers rescaled, factors {values[0]:.3g}..{values[-1]:.3g}"
 
 
+def first_layer(graph: ArchGraph) -> Node | None:
+    """The first conv or linear layer (with a weight of known shape) the data reaches, or None.
+
+    One rule for the two questions about a model's input: which checkpoint's training images it takes
+    (``initialize_``) and what synthetic batch calibration feeds it (:func:`synthetic_input`).
+    """
+    return next((n for n in graph.nodes if n.op in WEIGHT_OPS and len(n.params.get("weight", ())) >= 2), None)
+
+
+def first_layer_inputs(node: Node) -> int:
+    """What `node` (a :func:`first_layer`) takes: input features of a linear layer, input channels of a conv."""
+    w = node.params["weight"]
+    return int(w[1]) if node.op == "linear" else int(w[1]) * int(node.attrs.get("groups", 1))
+
+
 def synthetic_input(graph: ArchGraph, model: nn.Module, image_size: int) -> torch.Tensor | None:
-    """A standard-normal batch shaped for the model's first conv/linear layer, or None."""
-    modules = dict(model.named_modules())
-    for node in graph.nodes:
-        mod = modules.get(node.name)
-        if node.op in WEIGHT_OPS and mod is not None:
-            param = next(mod.parameters(), None)
-            dtype = param.dtype if param is not None else torch.float32
-            device = param.device if param is not None else None
-            gen = torch.Generator().manual_seed(0)
-            if isinstance(mod, nn.Linear):
-                return torch.randn(BATCH, mod.in_features, generator=gen).to(device=device, dtype=dtype)
-            if isinstance(mod, nn.Conv1d):
-                return torch.randn(BATCH, mod.in_channels, image_size, generator=gen).to(device=device, dtype=dtype)
-            if isinstance(mod, nn.Conv2d):
-                shape = (BATCH, mod.in_channels, image_size, image_size)
-                return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
-            return None
-    return None
+    """A standard-normal batch shaped for the model's first conv/linear layer (1-D or 2-D conv), or None."""
+    node = first_layer(graph)
+    if node is None:
+        return None
+    spatial = 0 if node.op == "linear" else len(node.params["weight"]) - 2
+    if spatial not in (0, 1, 2):
+        return None  # a 3-D conv: no image size to guess
+    mod = dict(model.named_modules()).get(node.name)
+    param = next(mod.parameters(), None) if mod is not None else None
+    dtype = param.dtype if param is not None else torch.float32
+    device = param.device if param is not None else None
+    shape = (BATCH, first_layer_inputs(node)) + (image_size,) * spatial
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=dtype)
 
 
 def calibrated_layers(graph: ArchGraph) -> list[str]:
