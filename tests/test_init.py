@@ -279,3 +279,15 @@ def test_classic_values_computes_without_writing():
     assert values[id(net[1].weight)][1] == "ones"
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k])
+
+
+def test_distinct_parameters_keeps_the_first_name_of_a_tied_parameter():
+    """The one tied-parameter rule the classic inits, initialize_ and the write share."""
+    from torch_qinit.modules import distinct_parameters, owned_parameters, write_values
+
+    a, b = nn.Linear(4, 4), nn.Linear(4, 4)
+    b.weight = a.weight  # tied: one parameter under "0.weight" and "1.weight"
+    owned = owned_parameters(nn.Sequential(a, b))
+    assert [name for name, *_ in owned] == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    assert [name for name, *_ in distinct_parameters(owned)] == ["0.weight", "0.bias", "1.bias"]
+    assert write_values(owned, {id(a.weight): torch.ones(4, 4)}) == 1 and torch.equal(b.weight, torch.ones(4, 4))

@@ -23,7 +23,7 @@ from .ghn.calibration import calibrate_scales, first_layer, first_layer_inputs
 from .graph import ArchGraph, capture_with_note
 from .init import apply_classic_init, available_methods
 from .init.registry import as_generator, classic_values
-from .modules import owned_parameters, write_values
+from .modules import distinct_parameters, owned_parameters, write_values
 from .bits import BitsSpec, act_spec, check_spec, expand_bits
 from .report import InitReport
 
@@ -150,9 +150,7 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
     fallback_values: dict[int, tuple[torch.Tensor | None, str]] | None = None
     predicted: dict[int, torch.Tensor] = {}
     params: dict[int, nn.Parameter] = {}
-    for name, mod, _, p in owned:
-        if id(p) in decided or id(p) in predicted:
-            continue
+    for name, mod, _, p in distinct_parameters(owned):
         params[id(p)] = p
         if id(mod) in empty_owners:
             decided[id(p)] = (None, _SKIPPED, "")

@@ -4,6 +4,7 @@
 - :func:`preserved_modes`: run a body that switches train/eval modes, then put every module's mode back;
 - :func:`batch_input`: the input tensor of a batch (a tensor, or the first item of ``(x, y)``);
 - :func:`owned_parameters`: the model walk, every parameter under every name (tied ones included);
+- :func:`distinct_parameters`: that walk with each (tied) parameter once, under the name that decides for it;
 - :func:`write_values`: the write: check every target, then ``copy_`` each new value in once.
 """
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["device_of", "preserved_modes", "batch_input", "owned_parameters", "check_writable", "write_values"]
+__all__ = ["device_of", "preserved_modes", "batch_input", "owned_parameters", "distinct_parameters", "check_writable",
+           "write_values"]
 
 #: One entry of :func:`owned_parameters`: (full name, owning module, local name, parameter).
 Owned = tuple[str, nn.Module, str, nn.Parameter]
@@ -63,6 +65,21 @@ def owned_parameters(model: nn.Module) -> list[Owned]:
     return out
 
 
+def distinct_parameters(owned: list[Owned]) -> list[Owned]:
+    """The entries of `owned` with each parameter once, under its first name.
+
+    The one rule for tied parameters: the first name decides a parameter's new value for all its names
+    (every initializer computes it once, and each name reports the same source).
+    """
+    seen: set[int] = set()
+    out = []
+    for entry in owned:
+        if id(entry[3]) not in seen:
+            seen.add(id(entry[3]))
+            out.append(entry)
+    return out
+
+
 def check_writable(params: Iterable[tuple[str, Tensor]]) -> None:
     """Raise RuntimeError naming the first parameter that ``copy_`` could not write, before any write.
 
@@ -90,10 +107,8 @@ def write_values(owned: list[Owned], values: Mapping[int, Tensor]) -> int:
     ``no_grad``, which casts dtype and device and keeps the ``Parameter`` object.
     """
     check_writable((name, p) for name, _, _, p in owned if id(p) in values)
-    written: set[int] = set()
+    targets = [p for _, _, _, p in distinct_parameters(owned) if id(p) in values]
     with torch.no_grad():
-        for _, _, _, p in owned:
-            if id(p) in values and id(p) not in written:
-                p.copy_(values[id(p)])
-                written.add(id(p))
-    return len(written)
+        for p in targets:
+            p.copy_(values[id(p)])
+    return len(targets)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ..modules import check_writable, owned_parameters, write_values
+from ..modules import check_writable, distinct_parameters, owned_parameters, write_values
 from .classic import (
     glorot_normal_,
     glorot_uniform_,
@@ -98,9 +98,7 @@ def _rule_values(
     init_fn = INITIALIZERS[method]
     device = generator.device if generator is not None else torch.device("cpu")
     values: dict[int, tuple[Tensor | None, str]] = {}
-    for _, mod, local, p in owned_parameters(model):
-        if id(p) in values:
-            continue  # tied parameter: initialized once
+    for _, mod, local, p in distinct_parameters(owned_parameters(model)):  # tied ones once
         if not p.dtype.is_floating_point:
             values[id(p)] = (None, "unchanged (not floating point)")
         elif p.numel() == 0:  # nothing to draw, and a zero fan-in has no scale
@@ -132,9 +130,7 @@ def _default_values(
     reset_owned = {id(m) for m in clone.modules() if callable(getattr(m, "reset_parameters", None))}
     clone_params = {name: (mod, p) for name, mod, _, p in owned_parameters(clone)}
     values: dict[int, tuple[Tensor | None, str]] = {}
-    for name, _, _, p in owned_parameters(model):
-        if id(p) in values:
-            continue
+    for name, _, _, p in distinct_parameters(owned_parameters(model)):
         cmod, cp = clone_params[name]
         if id(cmod) in reset_owned:
             values[id(p)] = (cp.detach().clone(), "pytorch_default")
