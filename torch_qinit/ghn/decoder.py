@@ -96,18 +96,7 @@ class BlockDecoder(nn.Module):
         c, K = self.cfg, self.cfg.block_kernel
         if not shapes:
             return []
-        # One job per tile; jobs with the same (rows, cin, kh, kw) are decoded in one batched matmul.
-        groups: dict[tuple[int, int, int, int], list[tuple[int, int, int]]] = {}
-        grids: list[tuple[int, int]] = []
-        for m, shape in enumerate(shapes):
-            out_c, in_c = shape[0], shape[1]
-            kh, kw = (min(shape[2], K), min(shape[3], K)) if len(shape) == 4 else (1, 1)
-            n_out, n_in = math.ceil(out_c / c.block_out), math.ceil(in_c / c.block_in)
-            grids.append((n_out, n_in))
-            for a in range(n_out):
-                rows = min(c.block_out, out_c - a * c.block_out)
-                for b in range(n_in):
-                    groups.setdefault((rows, min(c.block_in, in_c - b * c.block_in), kh, kw), []).append((m, a, b))
+        grids = [(math.ceil(s[0] / c.block_out), math.ceil(s[1] / c.block_in)) for s in shapes]
         # rows(h + P_out(a) + P_in(b)) = rows(h) + W·P_out(a) + W·P_in(b): the [hidden → block_out·rank]
         # map runs once per node and once per tile position, not once per tile.
         n_pos = max(max(g) for g in grids)
@@ -115,28 +104,42 @@ class BlockDecoder(nn.Module):
         codes = self.rows(h)
         out_codes = F.linear(self.tile_out(positions), self.rows.weight)
         in_codes = F.linear(self.tile_in(positions), self.rows.weight)
-        tiles: dict[tuple[int, int, int], torch.Tensor] = {}
-        for (rows, cin, kh, kw), jobs in groups.items():
-            m_idx, a_idx, b_idx = (torch.tensor(col, device=h.device) for col in zip(*jobs))
-            z = (codes[m_idx] + out_codes[a_idx] + in_codes[b_idx]).view(len(jobs), c.block_out, c.decoder_rank)
-            decoded = self._decode(z[:, :rows], cin, kh, kw)
-            for j, job in enumerate(jobs):
-                tiles[job] = decoded[j]
-        mats = [torch.cat([torch.cat([tiles[(m, a, b)].reshape(tiles[(m, a, b)].shape[0], cin_b, -1)
-                                      for b, cin_b in enumerate(_chunks(shape[1], c.block_in))], dim=1)
-                           for a in range(n_out)], dim=0).reshape(shape[0], -1)
-                for m, (shape, (n_out, n_in)) in enumerate(zip(shapes, grids))]
-        chosen = [m for m, flag in enumerate(orthonormal) if flag]
-        for m, q in zip(chosen, _orthonormal_blocks([mats[m] for m in chosen], c.block_out)):
-            mats[m] = q
         out = []
-        for shape, w in zip(shapes, mats):
+        for m, (shape, (n_out, n_in)) in enumerate(zip(shapes, grids)):
+            w = self._decode_weight(codes[m], out_codes[:n_out], in_codes[:n_in], shape)
+            if orthonormal[m]:
+                w = _orthonormal_rows(w, c.block_out)
             if len(shape) == 4:
-                kh, kw = min(shape[2], K), min(shape[3], K)
-                out.append(_pad_kernel(w.view(shape[0], shape[1], kh, kw), shape[2], shape[3]))
-            else:
-                out.append(w)
+                w = _pad_kernel(w.reshape(shape[0], shape[1], *_kernel(shape, K)), shape[2], shape[3])
+            out.append(w.contiguous())
         return out
+
+    def _decode_weight(self, code: torch.Tensor, out_codes: torch.Tensor, in_codes: torch.Tensor,
+                       shape: tuple[int, ...]) -> torch.Tensor:
+        """All tiles of one weight, decoded straight into its [out, fan_in] matrix (no per-tile tensors).
+
+        Tile (a, b) holds rows a·block_out.. and input channels b·block_in..; its row r is decoded from
+        code + out_codes[a] + in_codes[b] (row r of each).  The codes are laid out as [a, r, b], so the
+        rows of the last matmul come out in the weight's own order: row a·block_out + r, then input
+        tile b, then (channel, kh, kw): the [out, in·kh·kw] matrix.  A narrower last input tile is
+        decoded at full width and cut off (column j depends only on out_weight[:, j]).
+        """
+        c, K = self.cfg, self.cfg.block_kernel
+        out_c, in_c = shape[0], shape[1]
+        kh, kw = _kernel(shape, K)
+        n_out, n_in = out_codes.shape[0], in_codes.shape[0]
+        bo, r = c.block_out, c.decoder_rank
+        in_codes = in_codes.view(n_in, bo, r).transpose(0, 1).contiguous()  # small; keeps the sum contiguous
+        z = (code.view(1, bo, 1, r) + out_codes.view(n_out, bo, 1, r)) + in_codes   # [a, r, b, rank]
+        z = z.reshape(n_out * bo, n_in, r)[:out_c]  # a last row tile may be partial
+        rows = self.row_hidden(z)
+        rows = F.gelu(rows) if rows.requires_grad else torch.ops.aten.gelu_(rows)  # in place without autograd
+        cin = min(c.block_in, in_c)
+        h0, w0 = (K - kh) // 2, (K - kw) // 2
+        weight = self.out_weight[:, :cin, h0:h0 + kh, w0:w0 + kw].reshape(rows.shape[-1], -1)
+        bias = self.out_bias[:cin, h0:h0 + kh, w0:w0 + kw].reshape(-1)
+        x = F.linear(rows, weight.t(), bias)  # [out, n_in, cin·kh·kw], bias add fused
+        return x.view(out_c, -1)[:, :in_c * kh * kw]
 
     # -- version 1 (tiled copies; only for loading the first checkpoints) ---------------------
     def _need_v1(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -175,35 +178,28 @@ class BlockDecoder(nn.Module):
         return v.permute(0, 2, 1, 3).reshape(h.shape[0], 3, n * c.block_out)[..., :size]
 
 
-def _chunks(n: int, size: int) -> list[int]:
-    """Lengths of the consecutive chunks of `size` that cover n."""
-    return [min(size, n - i) for i in range(0, n, size)]
+def _kernel(shape: tuple[int, ...], K: int) -> tuple[int, int]:
+    """The decoded kernel size of a weight: its (kh, kw) up to K×K; (1, 1) for a linear weight."""
+    return (min(shape[2], K), min(shape[3], K)) if len(shape) == 4 else (1, 1)
 
 
-def _orthonormal_blocks(mats: list[torch.Tensor], block: int) -> list[torch.Tensor]:
-    """Orthonormalize each [out, fan_in] matrix in row blocks of ≤ `block` rows.
+def _orthonormal_rows(w: torch.Tensor, block: int) -> torch.Tensor:
+    """Orthonormalize an [out, fan_in] matrix in row blocks of ≤ `block` rows.
 
     Each block of rows becomes orthonormal over the *whole* fan-in, so no two
-    rows in a block are parallel; blocks of the same shape, across all weights,
-    share one batched Cholesky.  A matrix with fewer inputs than rows
-    (fan_in < out, fan_in < block: depthwise, narrow linear) gets orthonormal
-    columns instead.
+    rows in a block are parallel; the full blocks of a matrix share one batched
+    Cholesky.  A matrix with fewer inputs than rows (fan_in < out,
+    fan_in < block: depthwise, narrow linear) gets orthonormal columns instead.
     """
-    # Blocks are grouped by shape only: orthonormalize() picks rows or columns from the shape itself.
-    jobs: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    starts: list[range] = []
-    for m, w in enumerate(mats):
-        out_c, fan_in = w.shape
-        rows_per_block = out_c if out_c > fan_in and fan_in < block else block
-        starts.append(range(0, out_c, rows_per_block))
-        for start in starts[m]:
-            jobs.setdefault((min(rows_per_block, out_c - start), fan_in), []).append((m, start))
-    pieces: dict[tuple[int, int], torch.Tensor] = {}
-    for (rows, _fan_in), members in jobs.items():
-        stack = torch.stack([mats[m][start:start + rows] for m, start in members])
-        for (m, start), q in zip(members, orthonormalize(stack)):
-            pieces[(m, start)] = q
-    return [torch.cat([pieces[(m, start)] for start in starts[m]], dim=0) for m in range(len(mats))]
+    out_c, fan_in = w.shape
+    rows = out_c if out_c > fan_in and fan_in < block else block
+    n_full = out_c // rows
+    parts = []
+    if n_full:
+        parts.append(orthonormalize(w[:n_full * rows].view(n_full, rows, fan_in)).reshape(n_full * rows, fan_in))
+    if out_c > n_full * rows:  # a last, shorter block
+        parts.append(orthonormalize(w[n_full * rows:][None])[0])
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def orthonormalize(t: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -221,8 +217,9 @@ def orthonormalize(t: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     x = t if wide else t.mT
     gram = x @ x.mT
     n = gram.shape[-1]
-    ridge = eps * gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)
-    gram = gram + ridge[:, None, None] * torch.eye(n, dtype=t.dtype, device=t.device)
+    diag = gram.diagonal(dim1=-2, dim2=-1)
+    ridge = eps * diag.mean(-1).clamp_min(1e-12)
+    diag.add_(ridge[:, None])  # gram + ridge·I, on the diagonal alone
     chol, info = torch.linalg.cholesky_ex(gram)  # a non-finite pattern gives NaN tiles, never an exception
     # invert the small [r, r] factor once, then one batched matmul (much faster than a wide triangular solve)
     inv = torch.linalg.solve_triangular(chol, torch.eye(n, dtype=t.dtype, device=t.device).expand_as(chol), upper=False)
@@ -261,14 +258,16 @@ def _fit_v1(block: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return _fit_dim(_fit_dim(w, 0, shape[0]), 1, shape[1])
 
 
-def shape_weight(pattern: torch.Tensor, gain: torch.Tensor, rule: SignalRule | None = None) -> torch.Tensor:
+def shape_weight(pattern: torch.Tensor, gain: torch.Tensor, rule: SignalRule | None = None, *,
+                 inplace: bool = False) -> torch.Tensor:
     """Standardize a decoded pattern and scale it to std = rule.gain × gain / sqrt(fan_in).
 
     `rule=None` is version 1: He's std sqrt(2 / fan_in) times the learned gain.
     With a rule (version 2), `gain` is the decoder's t in (-1, 1), a factor
     max_factor**t that applies only where `rule.free` (see signal.py).
     Empty weights stay empty; a one-element or constant pattern, which has no
-    spread to standardize, gets ±std instead of 0.
+    spread to standardize, gets ±std instead of 0.  `inplace=True` (no autograd)
+    may overwrite `pattern` and return it: the same values without a new tensor.
     """
     shape = pattern.shape
     if pattern.numel() == 0:
@@ -283,14 +282,18 @@ def shape_weight(pattern: torch.Tensor, gain: torch.Tensor, rule: SignalRule | N
         # version 2 patterns are orthonormal tiles: scale by their RMS; subtracting a mean would bend them
         rms = pattern.pow(2).mean().sqrt()
         if rms > 1e-8:
-            return pattern * (std / rms)
+            return pattern.mul_(std / rms) if inplace else pattern * (std / rms)
     spread = pattern.std(unbiased=False) if pattern.numel() > 1 else pattern.new_zeros(())
-    if not torch.isfinite(spread) or not torch.isfinite(pattern).all():
+    # a NaN or inf anywhere makes the spread NaN, so only a single element needs its own check
+    if not torch.isfinite(spread) or (pattern.numel() == 1 and not torch.isfinite(pattern).all()):
         return pattern * spread  # keep a broken prediction visibly non-finite (initialize_ falls back)
     if pattern.numel() == 1 or not spread > 1e-8:
         sign = torch.where(pattern >= pattern.mean(), 1.0, -1.0) if pattern.numel() > 1 else torch.ones_like(pattern)
         return sign * std
-    return (pattern - pattern.mean()) / (spread + 1e-6) * std
+    centred = pattern - pattern.mean()
+    if inplace:
+        return centred.div_(spread + 1e-6).mul_(std)
+    return centred / (spread + 1e-6) * std
 
 
 def shape_vector(vec: torch.Tensor, kind: str, version: int = 2) -> torch.Tensor:

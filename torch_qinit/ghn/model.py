@@ -193,7 +193,9 @@ class GHN(nn.Module):
             for t in targets:
                 if t.kind == "weight":
                     rule = rules[t.graph][t.node] if rules[t.graph] is not None else None
-                    out[t.graph][t.name] = shape_weight(pattern_of[id(t)], gains[rows[(t.graph, t.node)]], rule)
+                    pattern = pattern_of[id(t)]  # decoded for this call alone: without autograd, scaled in place
+                    out[t.graph][t.name] = shape_weight(pattern, gains[rows[(t.graph, t.node)]], rule,
+                                                        inplace=not pattern.requires_grad)
                 else:
                     vec_targets.setdefault(t.shape[0], []).append(t)
             for size, group in vec_targets.items():  # one decode per vector length, not per node
