@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from torch_qinit.ghn import GHN, GHNConfig
-from torch_qinit.ghn.decoder import orthonormalize, shape_weight
+from torch_qinit.ghn.decoder import orthonormalize, shape_weight, tile_encoding
 from torch_qinit.ghn.signal import SignalRule
 from torch_qinit.graph import capture
 
@@ -122,3 +122,49 @@ def test_a_non_finite_pattern_stays_non_finite(rule):
     """A broken checkpoint must not be laundered into a finite constant weight (initialize_ then falls back)."""
     pattern = torch.full((4, 3), float("nan"))
     assert torch.isnan(shape_weight(pattern, torch.tensor(0.0), rule)).all()
+
+
+def test_each_tile_is_decoded_at_its_position(ghn):
+    """Weights are decoded whole; tile (a, b) must still be the one decoded from h + P_out(a) + P_in(b):
+    partial row and channel tiles, a 1×3 kernel cut from the centre of the 7×7 one."""
+    dec, c = ghn.decoder, ghn.config
+    torch.manual_seed(1)
+    h = torch.randn(2, c.hidden)
+    shapes = [(70, 130, 1, 3), (150, 24)]
+    with torch.no_grad():
+        patterns = dec.patterns(h, shapes, [False, False])
+        enc = tile_encoding(torch.arange(3))
+        for m, shape in enumerate(shapes):
+            kh, kw = (shape[2], shape[3]) if len(shape) == 4 else (1, 1)
+            h0, w0 = (c.block_kernel - kh) // 2, (c.block_kernel - kw) // 2
+            got = patterns[m].reshape(shape[0], shape[1], kh, kw)
+            for a in range(math.ceil(shape[0] / c.block_out)):
+                for b in range(math.ceil(shape[1] / c.block_in)):
+                    z = dec.rows(h[m] + dec.tile_out(enc[a]) + dec.tile_in(enc[b])).view(c.block_out, -1)
+                    rows = slice(a * c.block_out, min(shape[0], (a + 1) * c.block_out))
+                    chans = slice(b * c.block_in, min(shape[1], (b + 1) * c.block_in))
+                    cin = chans.stop - chans.start
+                    hidden = torch.nn.functional.gelu(dec.row_hidden(z[:rows.stop - rows.start]))
+                    tile = (torch.einsum("rd,dckl->rckl", hidden, dec.out_weight[:, :cin, h0:h0 + kh, w0:w0 + kw])
+                            + dec.out_bias[:cin, h0:h0 + kh, w0:w0 + kw])
+                    torch.testing.assert_close(got[rows, chans], tile, atol=1e-4, rtol=1e-4)
+
+
+def test_decoding_without_autograd_matches_decoding_with_it(ghn):
+    """initialize_ decodes under no_grad (in-place GELU and scaling): the values are those of the autograd path."""
+    model = nn.Sequential(nn.Conv2d(3, 70, 3), nn.BatchNorm2d(70), nn.ReLU(), nn.Conv2d(70, 130, 3, groups=10),
+                          nn.ReLU(), nn.Flatten(), nn.LazyLinear(100), nn.ReLU(), nn.Linear(100, 10))
+    model(torch.zeros(1, 3, 6, 6))
+    graph = capture(model)
+    with torch.no_grad():
+        fast = ghn(graph, bits=4)
+    slow = ghn(graph, bits=4)
+    assert fast.keys() == slow.keys()
+    for name, value in slow.items():
+        assert value.requires_grad or value.numel() == 0
+        # round-off only: the encoder's attention kernel differs with and without autograd (1e-5 measured)
+        torch.testing.assert_close(fast[name], value.detach(), atol=1e-4, rtol=1e-4, msg=name)
+    pattern = orthonormalize(torch.randn(1, 16, 40))[0]
+    for rule in (SignalRule(1.4, free=True), SignalRule(1.0, free=True, output=True), None):
+        expected = shape_weight(pattern, torch.tensor(0.3), rule)
+        assert torch.equal(shape_weight(pattern.clone(), torch.tensor(0.3), rule, inplace=True), expected)
