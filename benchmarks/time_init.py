@@ -1,9 +1,10 @@
-"""Wall time of ``initialize_`` on a ResNet-50-size model: GHN against He normal, per phase.
+"""Time of ``initialize_`` on a ResNet-50-size model: GHN against He normal, per phase.
 
 A bottleneck ResNet-50 layout (3-4-6-3 blocks, 25.6 M parameters, BN, 1000 classes) built here, so no
 torchvision is needed.  The GHN method and He normal run interleaved, after one warm-up call each (the
-first GHN call loads the checkpoint), and the medians are printed with their ratio: on a loaded machine
-the ratio is steadier than either time.
+first GHN call loads the checkpoint), and the medians of wall and CPU time are printed with their ratio.
+On a machine other processes load, quote the CPU time (with one thread, the wall time an idle machine
+shows) and the ratio, not the wall time.
 
     python -m benchmarks.time_init --threads 1 --repeats 7              # ghn vs he_normal, medians
     python -m benchmarks.time_init --threads 1 --phases                 # + where the GHN call spends its time
@@ -11,8 +12,8 @@ the ratio is steadier than either time.
     python -m benchmarks.time_init --save /tmp/a.pt                     # predicted parameters, for --compare
     python -m benchmarks.time_init --compare /tmp/a.pt                  # max |diff| against a saved run
 
-``--model small`` swaps in a small net with depthwise, tall, wide and 5x5 layers (the decoder's edge
-cases).  Prints only; writes nothing unless ``--save`` is given.
+``--model small`` swaps in a small net with depthwise, tall, wide, 5x5, 9x9 and 1x3 layers (the decoder's
+edge cases).  Prints only; writes nothing unless ``--save`` is given.
 """
 from __future__ import annotations
 
@@ -110,7 +111,7 @@ PHASES = [
     ("torch_qinit.initialize", "capture_with_note", "graph capture"),
     ("torch_qinit.ghn.model.GHN", "encode", "GHN encoder"),
     ("torch_qinit.ghn.decoder.BlockDecoder", "patterns", "decoder (tiles + orthonormalize)"),
-    ("torch_qinit.ghn.decoder", "_orthonormal_blocks", "  of which orthonormalize"),  # before 2026-11
+    ("torch_qinit.ghn.decoder", "_orthonormal_blocks", "  of which orthonormalize"),  # decoder before 335ce20
     ("torch_qinit.ghn.decoder", "_orthonormal_rows", "  of which orthonormalize"),
     ("torch_qinit.ghn.model", "shape_weight", "shape_weight"),
     ("torch_qinit.ghn.model.GHN", "forward", "GHN forward (all of the above but capture)"),
