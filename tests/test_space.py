@@ -174,7 +174,7 @@ def test_default_archspec_is_the_original_space():
 
 def test_bad_split_and_index():
     with pytest.raises(ValueError, match="unknown split"):
-        get_arch("val", 0)
+        get_arch("validation", 0)
     with pytest.raises(IndexError):
         get_arch("test", SPLIT_SIZES["test"])
     with pytest.raises(IndexError):

@@ -3,7 +3,8 @@
     torch-qinit curves runs/ghn-float runs/ghn-qat --out benchmarks/results/ghn_training
 
 Reads each run's OUT/ckpt/state.json history (loss and training accuracy every
---log-every steps, as logged by `torch-qinit train`) and writes NAME.csv and NAME.png.
+--log-every steps, as logged by `torch-qinit train`, and the held-out validation
+accuracies every --val-every steps when the run logged them) and writes NAME.csv and NAME.png.
 """
 from __future__ import annotations
 
@@ -14,13 +15,22 @@ from pathlib import Path
 
 from torch_qinit.results import pyplot, write_csv
 
-__all__ = ["main", "read_history"]
+__all__ = ["main", "read_history", "val_series"]
+
+#: Validation columns of a history row (`torch_qinit.training.validation.val_bits`) and how they are plotted.
+VAL_LABELS = {"val_float": "val float", "val_w4": "val W4A4", "val_w2": "val W2A2"}
 
 
 def read_history(run_dir: Path) -> tuple[str, list[dict]]:
     """(stage, history rows) of a training run."""
     state = json.loads((run_dir / "ckpt" / "state.json").read_text())
     return state["train_config"]["stage"], state.get("history", [])
+
+
+def val_series(hist: list[dict], offset: int = 0) -> dict[str, tuple[list[int], list[float]]]:
+    """{validation column: (steps, accuracies)} of the rows that hold it; empty for a run logged without validation."""
+    return {k: ([offset + h["step"] for h in hist if k in h], [h[k] for h in hist if k in h])
+            for k in VAL_LABELS if any(k in h for h in hist)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,10 +49,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: cannot read {run}/ckpt/state.json: {exc}", file=sys.stderr)
             return 1
         # Stages are shown back to back: the QAT run continues from the float run's end.
-        steps = [offset + h["step"] for h in hist]
-        series.append((f"{stage} ({Path(run).name})", steps, [h["loss"] for h in hist], [h["acc"] for h in hist]))
-        rows += [{"run": Path(run).name, "stage": stage, "global_step": s, **h} for s, h in zip(steps, hist)]
-        offset = steps[-1] if steps else offset
+        logged = [h for h in hist if "loss" in h]  # a validation step that logged no training row has only val columns
+        steps = [offset + h["step"] for h in logged]
+        series.append((f"{stage} ({Path(run).name})", steps, [h["loss"] for h in logged], [h["acc"] for h in logged],
+                       val_series(hist, offset)))
+        rows += [{"run": Path(run).name, "stage": stage, "global_step": offset + h["step"], **h} for h in hist]
+        offset = max([offset + h["step"] for h in hist], default=offset)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_csv(out.with_suffix(".csv"), rows)
@@ -56,11 +68,16 @@ def main(argv: list[str] | None = None) -> int:
         return [sum(v[max(0, i - k + 1):i + 1]) / len(v[max(0, i - k + 1):i + 1]) for i in range(len(v))]
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for label, steps, loss, acc in series:
+    for label, steps, loss, acc, val in series:
         ax1.plot(steps, smooth(loss), label=label)
-        ax2.plot(steps, smooth([100 * a for a in acc]), label=label)
+        line, = ax2.plot(steps, smooth([100 * a for a in acc]), label=f"train batches, {label}")
+        for (key, (vsteps, vacc)), style in zip(val.items(), ("o--", "s:", "^-.")):
+            ax2.plot(vsteps, [100 * a for a in vacc], style, color=line.get_color(), markersize=3,
+                     label=f"{VAL_LABELS[key]}, {label}")
     ax1.set(xlabel="GHN training step", ylabel=f"loss (moving average of {args.smooth} logs)", yscale="log")
-    ax2.set(xlabel="GHN training step", ylabel="training-batch accuracy of predicted nets (%)")
+    ax2.set(xlabel="GHN training step", ylabel="accuracy of predicted nets (%)")
+    if any(val for *_, val in series):
+        ax2.set_title("train: training batches (smoothed); val: held-out archs, test images, zero-shot", fontsize=8)
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch-pool", type=int, default=d.arch_pool)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
+    p.add_argument("--val-every", type=int, default=d.val_every,
+                   help="every N steps (and at the end) log the zero-shot accuracy of held-out 'val' architectures "
+                        "on 1000 test images (val_float; QAT: also val_w4, val_w2); 0 disables")
+    p.add_argument("--val-archs", type=int, default=d.val_archs,
+                   help="how many of the val split's architectures each validation initializes (1..20)")
     p.add_argument("--hidden", type=int, default=d.ghn["hidden"])
     p.add_argument("--layers", type=int, default=d.ghn["layers"])
     p.add_argument("--heads", type=int, default=d.ghn["heads"])
@@ -59,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        cfg = _config(args, argv)
+    except ValueError as exc:
+        print(f"torch-qinit train: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -73,19 +83,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"torch-qinit train: {exc}", file=sys.stderr)
         return 2
     images, labels = data.tensors
-    cfg = TrainConfig(
+    val_data = None
+    if args.val_every:
+        try:
+            val_data = load_dataset(args.dataset, "test", data_dir=args.data_dir).tensors
+        except DatasetNotFoundError as exc:
+            print(f"torch-qinit train: no validation (--val-every): {exc}", file=sys.stderr)
+    train(cfg, images, labels, resume=args.resume, val_data=val_data)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+def _config(args: argparse.Namespace, argv: list[str] | None) -> TrainConfig:
+    return TrainConfig(
         out=args.out, stage=args.stage, init_from=args.init_from, steps=args.steps, meta_batch=args.meta_batch,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, clip=args.clip,
         bits=tuple(int(b) for b in args.bits.split(",")), mixed_frac=args.mixed_frac, float_frac=args.float_frac,
         float_loss_weight=args.float_loss_weight,
         arch_pool=args.arch_pool, seed=args.seed, ckpt_every=args.ckpt_every, data_dir=args.data_dir,
+        val_every=args.val_every, val_archs=args.val_archs,
         ghn={"hidden": args.hidden, "layers": args.layers, "heads": args.heads},
         command="torch-qinit train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
     )
-    train(cfg, images, labels, resume=args.resume)
-    if world > 1:
-        torch.distributed.destroy_process_group()
-    return 0
 
 
 if __name__ == "__main__":

@@ -22,10 +22,15 @@ __all__ = ["SPLITS", "SPLIT_SIZES", "HELD_OUT_SAMPLED", "ArchSpec", "SpaceNet", 
            "default_image_size", "get_arch"]
 
 #: Held-out splits and their sizes; "train" is unbounded.  "classic" is the hand-written families.
-SPLIT_SIZES: dict[str, int] = {"test": 50, "wide": 20, "deep": 20, "nobn": 20, "classic": len(CLASSIC_NAMES)}
+#: "val" is drawn like "test" and watched during GHN training (`--val-every`); the benchmarks report on
+#: "test", which training therefore never looks at.
+SPLIT_SIZES: dict[str, int] = {"test": 50, "wide": 20, "deep": 20, "nobn": 20, "classic": len(CLASSIC_NAMES),
+                               "val": 20}
 SPLITS: tuple[str, ...] = ("train", *SPLIT_SIZES)
 #: Held-out splits drawn by the sampler (the classic split is a separate spec type).
-HELD_OUT_SAMPLED: tuple[str, ...] = ("test", "wide", "deep", "nobn")
+HELD_OUT_SAMPLED: tuple[str, ...] = ("test", "wide", "deep", "nobn", "val")
+#: Splits whose draws come from the training distribution ("test"'s family).
+_IN_DISTRIBUTION: tuple[str, ...] = ("train", "val")
 _NORMED_BLOCKS = {"conv_bn", "dws_bn"}
 _NOBN_OF = {"conv_bn": "conv", "dws_bn": "dws"}
 #: Channel ladder.  Widths >= 256 are drawn only by a small share of archs, at <= 7x7 (see `_sample`).
@@ -272,10 +277,16 @@ def _rng(split: str, index: int) -> random.Random:
 
 
 @lru_cache(maxsize=None)
+def _benchmark_keys(in_channels: int, num_classes: int) -> frozenset[str]:
+    """Keys of the held-out splits the benchmarks report on (every sampled one but "val")."""
+    return frozenset(_sample(_rng(s, i), s, in_channels, num_classes).key()
+                     for s in HELD_OUT_SAMPLED if s != "val" for i in range(SPLIT_SIZES[s]))
+
+
+@lru_cache(maxsize=None)
 def _held_out_keys(in_channels: int, num_classes: int) -> frozenset[str]:
-    return frozenset(
-        _sample(_rng(s, i), s, in_channels, num_classes).key() for s in HELD_OUT_SAMPLED for i in range(SPLIT_SIZES[s])
-    )
+    val = (get_arch("val", i, in_channels, num_classes).key() for i in range(SPLIT_SIZES["val"]))
+    return _benchmark_keys(in_channels, num_classes) | frozenset(val)
 
 
 def _is_classic_like(spec: ArchSpec) -> bool:
@@ -287,10 +298,10 @@ def _is_classic_like(spec: ArchSpec) -> bool:
 
 
 def get_arch(split: str, index: int, in_channels: int = 1, num_classes: int = 10) -> Union[ArchSpec, ClassicSpec]:
-    """The architecture `index` of `split` ("train", "test", "wide", "deep", "nobn", "classic").
+    """The architecture `index` of `split` ("train", "test", "wide", "deep", "nobn", "classic", "val").
 
     Training architectures that coincide with a held-out one are re-drawn, so the splits never
-    collide; "classic" returns a `ClassicSpec` (hand-written families), a type training never draws.
+    collide; so are "val" draws that coincide with a benchmark split's; "classic" returns a `ClassicSpec` (hand-written families), a type training never draws.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
@@ -299,10 +310,10 @@ def get_arch(split: str, index: int, in_channels: int = 1, num_classes: int = 10
     if split == "classic":
         return get_classic(index, in_channels, num_classes)
     rng = _rng(split, index)
-    sample_split = "test" if split == "train" else split  # train draws from the in-distribution family
+    sample_split = "test" if split in _IN_DISTRIBUTION else split  # train and val: the in-distribution family
     spec = _sample(rng, sample_split, in_channels, num_classes)
-    if split == "train":
-        held = _held_out_keys(in_channels, num_classes)
+    if split in _IN_DISTRIBUTION:
+        held = (_held_out_keys if split == "train" else _benchmark_keys)(in_channels, num_classes)
         while spec.key() in held or _is_classic_like(spec):
             spec = _sample(rng, sample_split, in_channels, num_classes)
     return spec

@@ -30,8 +30,9 @@ from ..ghn.calibration import calibrated_layers, unit_std_hook
 from ..graph import capture
 from ..graph.arch_graph import WEIGHT_OPS
 from ..quant import quantize_model, set_quant_bits
-from ..space import get_arch
+from ..space import SPLIT_SIZES, get_arch
 from .train_state import has_training_state, load_training_state, save_training_state
+from .validation import VAL_IMAGES, make_val_data, validate
 
 __all__ = ["TrainConfig", "ArchCache", "train", "lr_at", "sample_bits", "step_generator", "upgrade_decoder"]
 
@@ -63,6 +64,10 @@ class TrainConfig:
     seed: int = 0
     ckpt_every: int = 100
     log_every: int = 10
+    # Held-out validation (validation.py): every val_every steps and at the end, the zero-shot accuracy of the
+    # first val_archs architectures of the "val" split on a fixed subset of the test images; 0 disables.
+    val_every: int = 250
+    val_archs: int = 8
     stop_after: int | None = None        # end this process at this step (a planned interruption)
     data_dir: str | None = None
     ghn: dict[str, Any] = field(default_factory=lambda: {"hidden": 128, "layers": 3, "heads": 4})
@@ -72,6 +77,10 @@ class TrainConfig:
         if self.stage not in ("float", "qat"):
             raise ValueError(f"stage must be 'float' or 'qat', got {self.stage!r}")
         self.bits = tuple(self.bits)
+        if self.val_every < 0:
+            raise ValueError(f"val_every must be >= 0 (0 disables validation), got {self.val_every}")
+        if self.val_every and not 1 <= self.val_archs <= SPLIT_SIZES["val"]:
+            raise ValueError(f"val_archs must be in 1..{SPLIT_SIZES['val']}, got {self.val_archs}")
 
 
 class ArchCache:
@@ -167,11 +176,15 @@ def upgrade_decoder(ghn: GHN) -> GHN:
 _upgrade_decoder = upgrade_decoder  # the name before it was public
 
 
-def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: bool = False) -> GHN:
+def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: bool = False,
+          val_data: tuple[torch.Tensor, torch.Tensor] | None = None) -> GHN:
     """Train a GHN on (images, labels); checkpoints go to cfg.out/ckpt.  Returns the GHN.
 
+    `val_data`: the dataset's test (images, labels); with it and ``cfg.val_every``, validation
+    accuracies (``val_float``, and ``val_w4``/``val_w2`` in the QAT stage) join the history rows
+    every ``cfg.val_every`` steps and at the end.  It changes nothing of the training itself.
     Under torchrun (torch.distributed initialized by the caller) gradients are
-    averaged by DistributedDataParallel; each rank draws its own architectures.
+    averaged by DistributedDataParallel; each rank draws its own architectures; rank 0 validates.
     """
     rank, world = _dist_info()
     out = Path(cfg.out)
@@ -194,6 +207,10 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(ghn, find_unused_parameters=True)
     cache = ArchCache(images.shape[1], int(labels.max()) + 1, image_size=images.shape[-1])
+    val_set = None
+    if cfg.val_every and val_data is not None and rank == 0:
+        val_set = make_val_data(images, labels, *val_data, archs=cfg.val_archs)
+    last_val: dict[str, float] = {}
 
     def checkpoint(step: int) -> None:
         if rank == 0:
@@ -202,6 +219,7 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
             save_training_state(ckpt_dir, ghn, optimizer, meta)
 
     bar = tqdm(total=cfg.steps, initial=start, disable=rank != 0 or not cfg.log_every, desc=f"ghn-{cfg.stage}")
+    postfix: dict[str, str] = {}
     window: list[tuple[float, float]] = []
     t0 = time.time()
     step = start
@@ -245,17 +263,27 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
             history.append({"step": step, "loss": round(l_mean, 4), "acc": round(a_mean, 4),
                             "lr": lr_at(cfg, step - 1), "sec": round(time.time() - t0, 1)})
             window.clear()
-            bar.set_postfix(loss=f"{l_mean:.3f}", acc=f"{a_mean:.3f}", nan=nan_steps)
+            postfix.update(loss=f"{l_mean:.3f}", acc=f"{a_mean:.3f}", nan=str(nan_steps))
+            bar.set_postfix(postfix)
+        if val_set is not None and (step % cfg.val_every == 0 or step == cfg.steps):
+            t_val = time.time()
+            last_val = validate(ghn, val_set)
+            if not (history and history[-1]["step"] == step):
+                history.append({"step": step})  # a val-only row when this step logged no training row
+            history[-1].update(last_val, val_sec=round(time.time() - t_val, 1))
+            postfix.update({k: f"{v:.3f}" for k, v in last_val.items()})
+            bar.set_postfix(postfix)
         bar.update(1)
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             checkpoint(step)
     bar.close()
     if step == cfg.steps and rank == 0:
-        _save_final(ghn, cfg, out / "final", step, nan_steps)
+        _save_final(ghn, cfg, out / "final", step, nan_steps, last_val)
     return ghn
 
 
-def _save_final(ghn: GHN, cfg: TrainConfig, directory: Path, step: int, nan_steps: int) -> None:
+def _save_final(ghn: GHN, cfg: TrainConfig, directory: Path, step: int, nan_steps: int,
+                val: dict[str, float] | None = None) -> None:
     """The finished GHN in the Hub layout, with the command that produced it."""
     from ..data import describe_training_data
     from ..hub import save_pretrained
@@ -265,6 +293,8 @@ def _save_final(ghn: GHN, cfg: TrainConfig, directory: Path, step: int, nan_step
                            "meta_batch": cfg.meta_batch, "batch_size": cfg.batch_size,
                            "data": describe_training_data(tuple(ghn.config.input_shape), cfg.data_dir),
                            "world_size": _dist_info()[1], "host_cpus": os.cpu_count()}
+    if val:
+        ghn.config.training["val"] = {**val, "archs": cfg.val_archs, "images": VAL_IMAGES}
     if warm_start:
         ghn.config.training["warm_start"] = {k: warm_start.get(k) for k in ("command", "steps", "stage", "nan_steps")}
     save_pretrained(ghn.eval(), directory)
