@@ -2,8 +2,9 @@
 
 For each torchvision classification model (``weights=None``, up to ``--max-params``) and each GHN:
 
-- the decoder-version-1 checkpoint that ``initialize_(model, bits=4)`` picks by default (bundled ghn-qat;
-  it tiles a 64×64 block, so every layer wider than 64 has duplicates: the baseline);
+- the checkpoint that ``initialize_(model, bits=4)`` picks by default (bundled ghn-qat), labelled by its
+  decoder version (version 1 tiles a 64×64 block, so every layer wider than 64 has duplicates: the
+  baseline of the first measurement; version 2 has shipped since);
 - an untrained version-2 GHN, ``GHN(GHNConfig())`` after ``torch.manual_seed(0)`` (distinct rows hold
   by construction of the tile-position decoder, trained or not);
 - a version-2 checkpoint in training, ``--ghn-ckpt DIR`` (a trainer ``ckpt/`` folder with
@@ -93,10 +94,11 @@ def load_ghns(ckpt: str | None, log: Callable[[str], None]) -> list[tuple[str, s
     ghns: list[tuple[str, str, Any, str]] = []
     why = ghn_unavailable_reason("ghn-qat")
     if why is None:
-        v1 = get_ghn("ghn-qat", None)
-        ghns.append(("v1 bundled ghn-qat", "ghn-qat", None,
-                     f"the bundled ghn-qat checkpoint, decoder version {v1.config.decoder_version}, chosen by "
-                     f"initialize_'s default (weights=None); {getattr(v1, 'source_id', '')}"))
+        bundled = get_ghn("ghn-qat", None)
+        version = bundled.config.decoder_version  # the label says which decoder the shipped checkpoint has
+        ghns.append((f"v{version} bundled ghn-qat", "ghn-qat", None,
+                     f"the bundled ghn-qat checkpoint, decoder version {version}, chosen by "
+                     f"initialize_'s default (weights=None); {getattr(bundled, 'source_id', '')}"))
     else:
         log(f"duplicates: bundled ghn-qat skipped: {why}")
     torch.manual_seed(0)

@@ -89,6 +89,8 @@ def test_duplicates_on_a_fake_torchvision_v2_has_none():
     assert len(ranks) == duplicates.RANK_LAYERS and all(r["rank_share"] > 0.5 for r in ranks)
     if "v1 bundled ghn-qat" in by:  # decoder version 1 tiles 64x64 blocks: the baseline has copies
         assert by["v1 bundled ghn-qat"]["duplicate_rows"] > 0
+    if "v2 bundled ghn-qat" in by:  # the shipped version-2 checkpoint, trained: still no copies
+        assert by["v2 bundled ghn-qat"]["status"] == "ok" and by["v2 bundled ghn-qat"]["duplicate_rows"] == 0
     summary = {s["ghn"]: s for s in duplicates._summary(rows, list(by))}
     assert summary["v2 untrained"]["models_with_duplicates"] == 0
     # over the parameter cap: skipped, unless its rank was asked for (then measured, kept out of the summary)
