@@ -147,3 +147,18 @@ def test_float_loss_weight_mixes_the_float_loss_into_qat(tmp_path):
     f1 = train(_cfg(tmp_path / "f1", steps=2, float_loss_weight=1.0), images, labels)
     for (name, a), b in zip(f0.state_dict().items(), f1.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_item_clip_scales_each_architecture_and_is_recorded(tmp_path):
+    """A tiny per-architecture clip clips every item (counted in the state and the final record) and so
+    trains a different GHN than no clip; the step is still taken (no nan_steps)."""
+    import json
+    images, labels = _data()
+    free = train(_cfg(tmp_path / "free", stage="qat", steps=3, item_clip=0.0), images, labels)
+    tight = train(_cfg(tmp_path / "tight", stage="qat", steps=3, item_clip=1e-6), images, labels)
+    assert any(not torch.equal(a, b) for a, b in zip(free.state_dict().values(), tight.state_dict().values()))
+    state = json.loads((tmp_path / "tight" / "ckpt" / "state.json").read_text())
+    assert state["clipped_items"] == 3 * 2 and state["dropped_items"] == 0 and state["nan_steps"] == 0
+    record = json.loads((tmp_path / "tight" / "final" / "config.json").read_text())["training"]
+    assert record["clipped_items"] == 6
+    assert json.loads((tmp_path / "free" / "ckpt" / "state.json").read_text())["clipped_items"] == 0

@@ -31,6 +31,7 @@ from ..graph import capture
 from ..graph.arch_graph import WEIGHT_OPS
 from ..quant import quantize_model, set_quant_bits
 from ..space import SPLIT_SIZES, get_arch
+from .item_grads import backward_per_item
 from .train_state import has_training_state, load_training_state, save_training_state
 from .validation import VAL_IMAGES, make_val_data, validate
 
@@ -60,6 +61,7 @@ class TrainConfig:
     # good only under quantization start QAT far from a float-good solution (issue: GHN-QAT lost to the
     # float GHN after QAT); the mixed objective asks for both.
     float_loss_weight: float = 0.0
+    item_clip: float = 10.0             # per-architecture gradient-norm clip before the GHN backward (item_grads.py)
     arch_pool: int = 20000               # training architectures are train-split indices below this
     seed: int = 0
     ckpt_every: int = 100
@@ -199,9 +201,11 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
     ghn.train()
     optimizer = torch.optim.AdamW(ghn.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, nan_steps, history = 0, 0, []
+    dropped_items = clipped_items = 0  # architectures left out of / clipped in their step (item_grads.py)
     if resume and has_training_state(ckpt_dir):
         meta = load_training_state(ckpt_dir, ghn, optimizer)
         start, nan_steps, history = meta["step"], meta["nan_steps"], meta.get("history", [])
+        dropped_items, clipped_items = meta.get("dropped_items", 0), meta.get("clipped_items", 0)
         log.info("resumed from %s at step %d", ckpt_dir, start)
     model = ghn
     if world > 1:
@@ -214,7 +218,8 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
 
     def checkpoint(step: int) -> None:
         if rank == 0:
-            meta = {"step": step, "nan_steps": nan_steps, "history": history, "train_config": asdict(cfg),
+            meta = {"step": step, "nan_steps": nan_steps, "dropped_items": dropped_items,
+                    "clipped_items": clipped_items, "history": history, "train_config": asdict(cfg),
                     "ghn_config": ghn.config.to_dict(), "world_size": world}
             save_training_state(ckpt_dir, ghn, optimizer, meta)
 
@@ -247,23 +252,29 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
                 item_loss = (item_loss + cfg.float_loss_weight * float_loss) / (1.0 + cfg.float_loss_weight)
             losses.append(item_loss)
             correct += (logits.argmax(1) == labels[idx]).float().mean().item()
-        loss = torch.stack(losses).mean()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # always: DDP expects every forward to be followed by a backward
+        # always a backward (DDP expects one after every forward), per architecture: a net whose gradient
+        # explodes (2-bit nets, measured up to 1e25) is clipped or left out instead of voiding the step
+        item_stats = backward_per_item(losses, preds, cfg.item_clip, 1.0 / len(losses))
+        dropped_items += item_stats.dropped
+        clipped_items += item_stats.clipped
+        finite = [x.item() for x in losses if torch.isfinite(x)]
+        loss_value = sum(finite) / len(finite) if finite else float("nan")
         grad_norm = torch.nn.utils.clip_grad_norm_(ghn.parameters(), cfg.clip)
         if torch.isfinite(grad_norm):  # grads are already averaged, so all ranks agree
             optimizer.step()
         else:
             nan_steps += 1
         step += 1
-        window.append((loss.item(), correct / len(nets)))
+        window.append((loss_value, correct / len(nets)))
         if cfg.log_every and step % cfg.log_every == 0:
             l_mean = sum(w[0] for w in window) / len(window)
             a_mean = sum(w[1] for w in window) / len(window)
             history.append({"step": step, "loss": round(l_mean, 4), "acc": round(a_mean, 4),
                             "lr": lr_at(cfg, step - 1), "sec": round(time.time() - t0, 1)})
             window.clear()
-            postfix.update(loss=f"{l_mean:.3f}", acc=f"{a_mean:.3f}", nan=str(nan_steps))
+            postfix.update(loss=f"{l_mean:.3f}", acc=f"{a_mean:.3f}", nan=str(nan_steps), clip=str(clipped_items),
+                           drop=str(dropped_items))
             bar.set_postfix(postfix)
         if val_set is not None and (step % cfg.val_every == 0 or step == cfg.steps):
             t_val = time.time()
@@ -278,17 +289,18 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
             checkpoint(step)
     bar.close()
     if step == cfg.steps and rank == 0:
-        _save_final(ghn, cfg, out / "final", step, nan_steps, last_val)
+        _save_final(ghn, cfg, out / "final", step, nan_steps, last_val, (dropped_items, clipped_items))
     return ghn
 
 
 def _save_final(ghn: GHN, cfg: TrainConfig, directory: Path, step: int, nan_steps: int,
-                val: dict[str, float] | None = None) -> None:
+                val: dict[str, float] | None = None, items: tuple[int, int] = (0, 0)) -> None:
     """The finished GHN in the Hub layout, with the command that produced it."""
     from ..data import describe_training_data
     from ..hub import save_pretrained
     warm_start = dict(ghn.config.training or {})  # the float run's record, when this run was warm-started
     ghn.config.training = {"command": cfg.command, "steps": step, "nan_steps": nan_steps,
+                           "dropped_items": items[0], "clipped_items": items[1],
                            "stage": cfg.stage, "init_from": cfg.init_from,
                            "meta_batch": cfg.meta_batch, "batch_size": cfg.batch_size,
                            "data": describe_training_data(tuple(ghn.config.input_shape), cfg.data_dir),
