@@ -166,3 +166,57 @@ def test_qat_from_the_prediction_does_not_diverge(ghn, opt):
         losses.append(loss.item())
     assert all(math.isfinite(v) for v in losses), losses
     assert max(losses[-10:]) < 3 * losses[0], losses
+
+
+def _lenet(ghn, x, **kw):
+    """LeNet-5 initialized from `ghn` and calibrated on `x`; its report and its logits' std on `x`."""
+    model = build_arch("classic", 0)
+    report = torch_qinit.initialize_(model, bits=4, weights=ghn, example_input=x, **kw)
+    with torch.no_grad():
+        logits = model(x)
+    return model, report, logits
+
+
+def test_logit_std_caps_the_logit_layer_and_keeps_the_argmax(ghn):
+    """logit_std scales only the output layer, down to the cap on the calibration input; argmax is unchanged."""
+    x = torch.rand(32, 1, 28, 28, generator=torch.Generator().manual_seed(0))  # image-like: in [0, 1)
+    plain, _, logits = _lenet(ghn, x)
+    cap = logits.std().item() / 4
+    capped, report, capped_logits = _lenet(ghn, x, logit_std=cap)
+    assert capped_logits.std().item() == pytest.approx(cap, rel=1e-3)
+    assert torch.equal(capped_logits.argmax(1), logits.argmax(1))
+    assert "logits scaled by" in report.calibration_note and f"to std {cap:g}" in report.calibration_note
+    before, after = dict(plain.named_parameters()), dict(capped.named_parameters())
+    for name, p in after.items():
+        if name.startswith("11."):  # the output layer: weight and bias, one factor below 1
+            ratio = p.detach() / before[name].detach()
+            torch.testing.assert_close(ratio, torch.full_like(ratio, 0.25), rtol=1e-3, atol=0)
+        else:
+            assert torch.equal(p, before[name]), name
+
+
+def test_logit_std_never_scales_up(ghn):
+    x = torch.rand(32, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    plain, _, logits = _lenet(ghn, x)
+    capped, report, _ = _lenet(ghn, x, logit_std=2 * logits.std().item())
+    assert "kept" in report.calibration_note
+    for (name, a), (_, b) in zip(plain.named_parameters(), capped.named_parameters()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("kw", [dict(logit_std=0), dict(logit_std=-1.0), dict(logit_std=float("nan")),
+                                dict(logit_std=float("inf")), dict(logit_std=True), dict(logit_std="1"),
+                                dict(logit_std=1.0, calibrate=False), dict(logit_std=1.0, method="he_normal")])
+def test_bad_logit_std_raises_with_the_model_untouched(ghn, kw):
+    model = build_arch("classic", 0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="logit_std"):
+        torch_qinit.initialize_(model, bits=4, weights=ghn, **kw)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_calibrate_scales_logit_std_rejects_bad_values_before_running():
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.raises(ValueError, match="logit_std"):
+        calibrate_scales(model, capture(model), {}, logit_std=-1.0)

@@ -9,12 +9,19 @@ every other weight gets one data-dependent scalar, in the spirit of LSUV
 parameters and divide each such layer's weight and bias by its output's std,
 in execution order, so later layers see the corrected signal.
 
+The output (logit) layer keeps the GHN's learned logit scale.  On request
+(``logit_std``) the same pass also caps it: if the output layer's output std,
+measured after the upstream rescaling, exceeds ``logit_std``, its weight and bias
+are scaled down to that std (never up), which leaves every argmax unchanged.
+
 Only the predicted tensors change: the pass runs through `functional_call`, and
 buffers (running statistics), attributes and modes are restored afterwards.
 """
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +33,8 @@ from ..graph.arch_graph import WEIGHT_OPS, ArchGraph, Node
 from ..graph.capture import untouched
 from .signal import signal_rules
 
-__all__ = ["CalibrationResult", "calibrate_scales", "calibrated_layers", "first_layer", "first_layer_inputs",
-           "synthetic_input", "unit_std_hook"]
+__all__ = ["CalibrationResult", "calibrate_scales", "calibrated_layers", "check_logit_std", "first_layer",
+           "first_layer_inputs", "output_layers", "synthetic_input", "unit_std_hook"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,18 +44,36 @@ BATCH = 16
 
 @dataclass
 class CalibrationResult:
-    """What calibration did: per-layer factors applied, or why it was skipped."""
+    """What calibration did: per-layer factors applied, or why it was skipped.
+
+    With a ``logit_std`` cap, `logit_stds` holds each output layer's measured output std
+    (after the upstream rescaling) and `logit_factors` the factor applied to those above the cap.
+    """
 
     factors: dict[str, float] = field(default_factory=dict)
     skipped: str | None = None
+    logit_std: float | None = None
+    logit_stds: dict[str, float] = field(default_factory=dict)
+    logit_factors: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
         if self.skipped:
             return f"skipped ({self.skipped})"
         if not self.factors:
-            return "nothing to calibrate (every weight feeds a norm or the output)"
-        values = sorted(self.factors.values())
-        return f"{len(values)} layers rescaled, factors {values[0]:.3g}..{values[-1]:.3g}"
+            text = "nothing to calibrate (every weight feeds a norm or the output)"
+        else:
+            values = sorted(self.factors.values())
+            text = f"{len(values)} layers rescaled, factors {values[0]:.3g}..{values[-1]:.3g}"
+        if self.logit_std is None:
+            return text
+        if not self.logit_stds:
+            return f"{text}; logit_std {self.logit_std:g}: no output layer measured"
+        if self.logit_factors:
+            f = sorted(self.logit_factors.values())
+            fs = f"{f[0]:.3g}" if len(f) == 1 else f"{f[0]:.3g}..{f[-1]:.3g}"
+            return f"{text}; logits scaled by {fs} to std {self.logit_std:g}"
+        top = max(self.logit_stds.values())
+        return f"{text}; logits std {top:.3g} <= {self.logit_std:g}, kept"
 
 
 def first_layer(graph: ArchGraph) -> Node | None:
@@ -89,6 +114,23 @@ def calibrated_layers(graph: ArchGraph) -> list[str]:
             if node.op in WEIGHT_OPS and not rules[i].free and "weight" in node.params]
 
 
+def output_layers(graph: ArchGraph) -> list[str]:
+    """Qualified names of the conv/linear layers whose result is the network's output (the logits)."""
+    rules = signal_rules(graph)
+    return [node.name for i, node in enumerate(graph.nodes)
+            if node.op in WEIGHT_OPS and rules[i].output and "weight" in node.params]
+
+
+def check_logit_std(logit_std: Any) -> float | None:
+    """`logit_std` as a float (None stays None); a ValueError unless it is a positive finite number."""
+    if logit_std is None:
+        return None
+    if isinstance(logit_std, bool) or not isinstance(logit_std, numbers.Real) or not math.isfinite(logit_std) \
+            or logit_std <= 0:
+        raise ValueError(f"logit_std must be a positive finite number or None, got {logit_std!r}")
+    return float(logit_std)
+
+
 def unit_std_hook(_module: nn.Module, _inputs: Any, out: torch.Tensor) -> torch.Tensor:
     """Forward hook for GHN training: the calibration as a per-batch constant, so the GHN
     learns under the same scaling `calibrate_scales` bakes in at initialization time."""
@@ -96,22 +138,33 @@ def unit_std_hook(_module: nn.Module, _inputs: Any, out: torch.Tensor) -> torch.
 
 
 def calibrate_scales(model: nn.Module, graph: ArchGraph, preds: dict[str, torch.Tensor],
-                     example_input: torch.Tensor | None = None, image_size: int = 28) -> CalibrationResult:
+                     example_input: torch.Tensor | None = None, image_size: int = 28,
+                     logit_std: float | None = None) -> CalibrationResult:
     """Rescale, in `preds`, every predicted weight whose output no norm layer rescales.
 
     `preds` maps full parameter names to predicted tensors and is updated in place.
-    The output layer keeps the GHN's logit scale; its input is calibrated.
-    Never raises for a model it cannot run: the result says why it skipped.
+    The output layer keeps the GHN's logit scale; its input is calibrated.  With
+    `logit_std` (a positive float), the same pass measures each predicted output
+    layer's output std on the calibration input, after the upstream rescaling, and
+    scales that layer's weight and bias down to `logit_std` when it is above (never
+    up).  The std is that of the batch used: pass a real batch as `example_input` to
+    cap the logits of real data exactly (on the synthetic batch they differ).
+    A bad `logit_std` raises ValueError before anything is run or changed; otherwise
+    this never raises for a model it cannot run: the result says why it skipped.
     """
+    logit_std = check_logit_std(logit_std)
     modules = dict(model.named_modules())
     targets = {name: modules[name] for name in calibrated_layers(graph)
                if f"{name}.weight" in preds and name in modules}
-    if not targets:
-        return CalibrationResult()
+    outputs = {} if logit_std is None else {name: modules[name] for name in output_layers(graph)
+                                            if f"{name}.weight" in preds and name in modules and name not in targets}
+    if not targets and not outputs:
+        return CalibrationResult(logit_std=logit_std)
     x = example_input if example_input is not None else synthetic_input(graph, model, image_size)
     if x is None:
-        return CalibrationResult(skipped="no input shape could be inferred; pass example_input")
+        return CalibrationResult(skipped="no input shape could be inferred; pass example_input", logit_std=logit_std)
     factors: dict[str, float] = {}
+    logit_stds: dict[str, float] = {}
 
     def make_hook(name: str):
         def hook(_mod: nn.Module, _inp, out):
@@ -124,9 +177,20 @@ def calibrate_scales(model: nn.Module, graph: ArchGraph, preds: dict[str, torch.
             return out * factors[name]
         return hook
 
+    def make_logit_hook(name: str):
+        def hook(_mod: nn.Module, _inp, out):
+            if not isinstance(out, torch.Tensor) or out.numel() < 2 or name in logit_stds:
+                return None  # measured at its first call; the output itself is left as it is
+            std = out.detach().float().std()
+            if torch.isfinite(std) and std > 0:
+                logit_stds[name] = std.item()
+            return None
+        return hook
+
     state = {k: v.detach() for k, v in model.state_dict(keep_vars=True).items()}
     state.update({k: v.detach() for k, v in preds.items()})
     handles = [mod.register_forward_hook(make_hook(name)) for name, mod in targets.items()]
+    handles += [mod.register_forward_hook(make_logit_hook(name)) for name, mod in outputs.items()]
     try:
         # `untouched` puts back buffers (BN statistics), attributes and train/eval flags afterwards
         with untouched(model, x):
@@ -135,13 +199,15 @@ def calibrate_scales(model: nn.Module, graph: ArchGraph, preds: dict[str, torch.
                 functional_call(model, state, (x,), strict=False)
     except Exception as exc:  # noqa: BLE001 - any model we cannot run is skipped, not fatal
         logger.info("signal calibration skipped: %s", exc)
-        return CalibrationResult(skipped=f"forward pass failed: {type(exc).__name__}: {exc}")
+        return CalibrationResult(skipped=f"forward pass failed: {type(exc).__name__}: {exc}", logit_std=logit_std)
     finally:
         for h in handles:
             h.remove()
-    for name, factor in factors.items():
+    logit_factors = {name: logit_std / std for name, std in logit_stds.items() if std > logit_std}
+    for name, factor in [*factors.items(), *logit_factors.items()]:
         for local in ("weight", "bias"):
             key = f"{name}.{local}"
             if key in preds:
                 preds[key] = preds[key] * factor
-    return CalibrationResult(factors=factors)
+    return CalibrationResult(factors=factors, logit_std=logit_std, logit_stds=logit_stds,
+                             logit_factors=logit_factors)
