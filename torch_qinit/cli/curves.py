@@ -27,6 +27,13 @@ def read_history(run_dir: Path) -> tuple[str, list[dict]]:
     return state["train_config"]["stage"], state.get("history", [])
 
 
+def dataset_title(run_dir: Path) -> str:
+    """The training data of a run, named from the input shape its GHN was built for."""
+    state = json.loads((run_dir / "ckpt" / "state.json").read_text())
+    shape = tuple(state.get("ghn_config", {}).get("input_shape", ()))
+    return {(1, 28, 28): "Fashion-MNIST", (3, 32, 32): "CIFAR-10"}.get(shape, "x".join(map(str, shape)) or "?")
+
+
 def val_series(hist: list[dict], offset: int = 0) -> dict[str, tuple[list[int], list[float]]]:
     """{validation column: (steps, accuracies)} of the rows that hold it; empty for a run logged without validation."""
     return {k: ([offset + h["step"] for h in hist if k in h], [h[k] for h in hist if k in h])
@@ -81,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("GHN training on Fashion-MNIST (QAT stage: bits drawn from {2,3,4,8}, mixed and float)")
+    # one figure per dataset reads best; runs of several datasets are named together
+    datasets = " + ".join(dict.fromkeys(dataset_title(Path(run)) for run in args.runs))
+    fig.suptitle(f"GHN training on {datasets} (QAT stage: bits drawn from {{2,3,4,8}}, mixed and float)")
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=110)
     print(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.png')}")
