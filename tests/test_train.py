@@ -162,3 +162,19 @@ def test_item_clip_scales_each_architecture_and_is_recorded(tmp_path):
     record = json.loads((tmp_path / "tight" / "final" / "config.json").read_text())["training"]
     assert record["clipped_items"] == 6
     assert json.loads((tmp_path / "free" / "ckpt" / "state.json").read_text())["clipped_items"] == 0
+
+
+def test_checkpoint_records_the_normalization_of_its_data(tmp_path):
+    """A GHN trained on 3x32x32 images names CIFAR-10's per-channel statistics, in config and model card."""
+    import json
+    from torch_qinit.data.cifar10 import MEAN
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.randn(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)
+    train(_cfg(tmp_path / "c", steps=1, ckpt_every=1, val_every=0), images, labels)
+    config = json.loads((tmp_path / "c" / "final" / "config.json").read_text())
+    assert config["normalization"]["mean_0"] == pytest.approx(MEAN[0]) and "mean" not in config["normalization"]
+    card = (tmp_path / "c" / "final" / "README.md").read_text()
+    assert "CIFAR-10" in card and "- cifar10" in card and "Fashion-MNIST" not in card
+    train(_cfg(tmp_path / "f", steps=1, ckpt_every=1, val_every=0), *_data())  # 12x12: no known dataset
+    assert json.loads((tmp_path / "f" / "final" / "config.json").read_text())["normalization"] == {
+        "mean": 0.2860, "std": 0.3530}

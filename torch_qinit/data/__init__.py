@@ -26,6 +26,7 @@ from torch_qinit.data.registry import (
     dataset_loaders,
     describe_training_data,
     load_dataset,
+    normalization_record,
 )
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "load_cifar10",
     "load_dataset",
     "load_fashion_mnist",
+    "normalization_record",
     "prepare_cifar10",
     "read_idx",
     "resolve_data_dir",

@@ -11,6 +11,7 @@ from torch_qinit.data import cifar10 as _cifar10
 from torch_qinit.data import fashion_mnist as _fmnist
 
 __all__ = ["DATASET_NAMES", "DatasetInfo", "dataset_info", "dataset_for_input", "describe_training_data",
+           "normalization_record",
            "load_dataset", "dataset_loaders"]
 
 
@@ -53,6 +54,20 @@ def dataset_for_input(input_shape: tuple[int, ...]) -> DatasetInfo | None:
     """The dataset whose images have shape ``input_shape`` (C, H, W), or None."""
     shape = tuple(int(d) for d in input_shape)
     return next((info for info in _DATASETS.values() if info.input_shape == shape), None)
+
+
+def normalization_record(input_shape: tuple[int, ...]) -> dict[str, float] | None:
+    """The input normalization a checkpoint trained on these images records (``GHNConfig.normalization``).
+
+    One channel: ``{"mean": m, "std": s}``; several: ``{"mean_0": ..., "std_0": ..., ...}`` per channel.
+    None for images of no known dataset.
+    """
+    info = dataset_for_input(input_shape)
+    if info is None:
+        return None
+    if len(info.mean) == 1:
+        return {"mean": info.mean[0], "std": info.std[0]}
+    return {**{f"mean_{c}": m for c, m in enumerate(info.mean)}, **{f"std_{c}": s for c, s in enumerate(info.std)}}
 
 
 def describe_training_data(input_shape: tuple[int, ...], data_dir: str | os.PathLike[str] | None = None) -> str:

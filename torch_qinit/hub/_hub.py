@@ -54,9 +54,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-#: Normalization a checkpoint without one in its config.json was trained with (Fashion-MNIST: the
-#: GHNConfig default, equal to torch_qinit.data.fashion_mnist.MEAN/STD, which tests/test_data.py checks).
-_DEFAULT_NORM = GHNConfig().normalization
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -151,11 +148,14 @@ def default_model_card(config: GHNConfig, *, num_parameters: int | None = None,
     training = dict(config.training or {})
     command = training.pop("command", None)
     space = training.pop("design_space", None) or (
-        "VGG-like CNNs sampled by `torch_qinit.space`: stages of plain conv, conv+BN, depthwise-separable "
-        "(with and without BN), basic residual and inverted-bottleneck blocks; widths, depths, kernels (3/5) "
-        "and activations (ReLU/ReLU6/hardswish) vary."
+        "CNNs and MLPs sampled by `torch_qinit.space`: plain conv, conv+BN, depthwise-separable (with and "
+        "without BN), residual, inverted-bottleneck, dense and fire blocks, squeeze-excite, 1-3 Linear heads; "
+        "widths 8-512, kernels 1-7, BN/GroupNorm/LayerNorm, seven activations."
     )
+    from ..data import dataset_for_input  # lazy: the Hub module needs data only for the card's wording
+    data = dataset_for_input(tuple(config.input_shape))
     norm = config.normalization or {}
+    norm_text = ", ".join(f"{k} {v:.4f}" for k, v in norm.items()) or "not recorded"
     title = "GHN-QAT" if config.method == "ghn-qat" else "GHN (float)"
     bits = ", ".join(str(b) for b in config.bits)
     lines = [
@@ -168,7 +168,7 @@ def default_model_card(config: GHNConfig, *, num_parameters: int | None = None,
         "- graph-hypernetwork",
         f"- {config.method}",
         "datasets:",
-        "- fashion_mnist",
+        f"- {data.name if data else 'custom'}",
         "---",
         "",
         f"# {title} checkpoint for torch_qinit",
@@ -183,9 +183,9 @@ def default_model_card(config: GHNConfig, *, num_parameters: int | None = None,
         "",
         "## Training data",
         "",
-        f"- Dataset: Fashion-MNIST, input shape {tuple(config.input_shape)}, {config.num_classes} classes.",
-        f"- Normalization: mean {norm.get('mean', _DEFAULT_NORM['mean']):.4f}, std {norm.get('std', _DEFAULT_NORM['std']):.4f} "
-        "(apply the same to your inputs).",
+        f"- Dataset: {data.title if data else 'custom'}, input shape {tuple(config.input_shape)}, "
+        f"{config.num_classes} classes.",
+        f"- Normalization: {norm_text} (per channel where numbered; apply the same to your inputs).",
         f"- Design space: {space}",
         f"- Bits seen in training: {bits} (weights and activations, per layer).",
         "",

@@ -197,6 +197,9 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
     else:
         ghn = GHN(GHNConfig(**cfg.ghn, input_shape=tuple(images.shape[1:]), num_classes=int(labels.max()) + 1))
     ghn.config.method = "ghn-qat" if cfg.stage == "qat" else "ghn"
+    from ..data import normalization_record
+    # the config's default is Fashion-MNIST's; a checkpoint must name the statistics of its own data
+    ghn.config.normalization = normalization_record(tuple(images.shape[1:])) or ghn.config.normalization
     ghn.config.bits = cfg.bits if cfg.stage == "qat" else ()
     ghn.train()
     optimizer = torch.optim.AdamW(ghn.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
