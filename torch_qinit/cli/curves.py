@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from torch_qinit.data import dataset_for_input
 from torch_qinit.results import pyplot, write_csv
 
 __all__ = ["main", "read_history", "val_series"]
@@ -21,17 +22,24 @@ __all__ = ["main", "read_history", "val_series"]
 VAL_LABELS = {"val_float": "val float", "val_w4": "val W4A4", "val_w2": "val W2A2"}
 
 
-def read_history(run_dir: Path) -> tuple[str, list[dict]]:
-    """(stage, history rows) of a training run."""
-    state = json.loads((run_dir / "ckpt" / "state.json").read_text())
+def _read_state(run_dir: Path) -> dict:
+    return json.loads((run_dir / "ckpt" / "state.json").read_text())
+
+
+def _history(state: dict) -> tuple[str, list[dict]]:
     return state["train_config"]["stage"], state.get("history", [])
 
 
-def dataset_title(run_dir: Path) -> str:
+def read_history(run_dir: Path) -> tuple[str, list[dict]]:
+    """(stage, history rows) of a training run."""
+    return _history(_read_state(run_dir))
+
+
+def dataset_title(state: dict) -> str:
     """The training data of a run, named from the input shape its GHN was built for."""
-    state = json.loads((run_dir / "ckpt" / "state.json").read_text())
     shape = tuple(state.get("ghn_config", {}).get("input_shape", ()))
-    return {(1, 28, 28): "Fashion-MNIST", (3, 32, 32): "CIFAR-10"}.get(shape, "x".join(map(str, shape)) or "?")
+    info = dataset_for_input(shape) if shape else None
+    return info.title if info else "x".join(map(str, shape)) or "?"
 
 
 def val_series(hist: list[dict], offset: int = 0) -> dict[str, tuple[list[int], list[float]]]:
@@ -47,14 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="ghn_training", help="output path without extension")
     p.add_argument("--smooth", type=int, default=10, help="moving-average window in logged points")
     args = p.parse_args(argv)
-    rows, series = [], []
+    rows, series, datasets = [], [], []
     offset = 0
     for run in args.runs:
         try:
-            stage, hist = read_history(Path(run))
+            state = _read_state(Path(run))
+            stage, hist = _history(state)
         except (OSError, KeyError, json.JSONDecodeError) as exc:
             print(f"error: cannot read {run}/ckpt/state.json: {exc}", file=sys.stderr)
             return 1
+        datasets.append(dataset_title(state))
         # Stages are shown back to back: the QAT run continues from the float run's end.
         logged = [h for h in hist if "loss" in h]  # a validation step that logged no training row has only val columns
         steps = [offset + h["step"] for h in logged]
@@ -89,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     # one figure per dataset reads best; runs of several datasets are named together
-    datasets = " + ".join(dict.fromkeys(dataset_title(Path(run)) for run in args.runs))
-    fig.suptitle(f"GHN training on {datasets} (QAT stage: bits drawn from {{2,3,4,8}}, mixed and float)")
+    fig.suptitle(f"GHN training on {' + '.join(dict.fromkeys(datasets))} (QAT stage: bits drawn from {{2,3,4,8}}, mixed and float)")
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=110)
     print(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.png')}")
