@@ -163,34 +163,24 @@ def calibrate_scales(model: nn.Module, graph: ArchGraph, preds: dict[str, torch.
     x = example_input if example_input is not None else synthetic_input(graph, model, image_size)
     if x is None:
         return CalibrationResult(skipped="no input shape could be inferred; pass example_input", logit_std=logit_std)
-    factors: dict[str, float] = {}
-    logit_stds: dict[str, float] = {}
+    stds: dict[str, float] = {}  # each hooked layer's output std at its first call, in execution order
 
-    def make_hook(name: str):
+    def make_hook(name: str, rescale: bool):
+        """Measure the layer's output std; a calibrated layer (rescale) also passes its output on at unit std."""
         def hook(_mod: nn.Module, _inp, out):
-            if not isinstance(out, torch.Tensor) or out.numel() < 2 or name in factors:
-                return None  # shared modules are calibrated at their first call
+            if not isinstance(out, torch.Tensor) or out.numel() < 2 or name in stds:
+                return None  # shared modules are measured at their first call
             std = out.detach().float().std()
             if not torch.isfinite(std) or std <= 0:
                 return None
-            factors[name] = 1.0 / std.item()
-            return out * factors[name]
-        return hook
-
-    def make_logit_hook(name: str):
-        def hook(_mod: nn.Module, _inp, out):
-            if not isinstance(out, torch.Tensor) or out.numel() < 2 or name in logit_stds:
-                return None  # measured at its first call; the output itself is left as it is
-            std = out.detach().float().std()
-            if torch.isfinite(std) and std > 0:
-                logit_stds[name] = std.item()
-            return None
+            stds[name] = std.item()
+            return out * (1.0 / stds[name]) if rescale else None
         return hook
 
     state = {k: v.detach() for k, v in model.state_dict(keep_vars=True).items()}
     state.update({k: v.detach() for k, v in preds.items()})
-    handles = [mod.register_forward_hook(make_hook(name)) for name, mod in targets.items()]
-    handles += [mod.register_forward_hook(make_logit_hook(name)) for name, mod in outputs.items()]
+    handles = [mod.register_forward_hook(make_hook(name, rescale=True)) for name, mod in targets.items()]
+    handles += [mod.register_forward_hook(make_hook(name, rescale=False)) for name, mod in outputs.items()]
     try:
         # `untouched` puts back buffers (BN statistics), attributes and train/eval flags afterwards
         with untouched(model, x):
@@ -203,6 +193,8 @@ def calibrate_scales(model: nn.Module, graph: ArchGraph, preds: dict[str, torch.
     finally:
         for h in handles:
             h.remove()
+    factors = {name: 1.0 / std for name, std in stds.items() if name in targets}
+    logit_stds = {name: std for name, std in stds.items() if name in outputs}
     logit_factors = {name: logit_std / std for name, std in logit_stds.items() if std > logit_std}
     for name, factor in [*factors.items(), *logit_factors.items()]:
         for local in ("weight", "bias"):
