@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from tqdm import tqdm
 
+from ..data import describe_training_data, normalization_record
 from ..ghn import GHN, GHNConfig
 from ..ghn.calibration import calibrated_layers, unit_std_hook
 from ..graph import capture
@@ -197,7 +198,6 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
     else:
         ghn = GHN(GHNConfig(**cfg.ghn, input_shape=tuple(images.shape[1:]), num_classes=int(labels.max()) + 1))
     ghn.config.method = "ghn-qat" if cfg.stage == "qat" else "ghn"
-    from ..data import normalization_record
     # the config's default is Fashion-MNIST's; a checkpoint must name the statistics of its own data
     ghn.config.normalization = normalization_record(tuple(images.shape[1:])) or ghn.config.normalization
     ghn.config.bits = cfg.bits if cfg.stage == "qat" else ()
@@ -299,7 +299,6 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
 def _save_final(ghn: GHN, cfg: TrainConfig, directory: Path, step: int, nan_steps: int,
                 val: dict[str, float] | None = None, items: tuple[int, int] = (0, 0)) -> None:
     """The finished GHN in the Hub layout, with the command that produced it."""
-    from ..data import describe_training_data
     from ..hub import save_pretrained
     warm_start = dict(ghn.config.training or {})  # the float run's record, when this run was warm-started
     ghn.config.training = {"command": cfg.command, "steps": step, "nan_steps": nan_steps,
