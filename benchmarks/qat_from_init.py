@@ -72,8 +72,10 @@ def run_one(arch: int, bits: int, method: str, seed: int, args, train_loader, te
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # --logit-std caps a GHN prediction's logits (initialize_'s logit_std); classic inits take no cap
+        extra = {"logit_std": args.logit_std} if getattr(args, "logit_std", None) and method in GHN_METHODS else {}
         model, report = init_model((getattr(args, "split", "test"), arch, in_channels(getattr(args, "dataset", "fmnist"))),
-                                   method, seed=seed, bits=bits)
+                                   method, seed=seed, bits=bits, **extra)
     # Step 0 = zero-shot: BN statistics re-estimated on training batches (no gradient), activation
     # ranges calibrated, quantized exactly as QAT quantizes (BN kept, not folded).
     recalibrate_bn(model, recal)
@@ -238,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
                         help="QAT optimizer: Adam, or SGD with Nesterov momentum 0.9")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: Adam 1e-3, SGD 0.02)")
+    parser.add_argument("--logit-std", type=float, default=None,
+                        help="GHN methods only: initialize_(..., logit_std=V), which caps the predicted logits' std "
+                             "(default: no cap); results get a _logitV suffix")
     parser.add_argument("--recal-batches", type=int, default=None, help="BN recalibration / calibration batches")
     parser.add_argument("--train-size", type=int, default=None, help="train subset (0 = all; default per mode)")
     parser.add_argument("--test-size", type=int, default=None, help="test subset for the curves (full 500)")
@@ -267,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     name, title, in_ch = result_name(NAME, args.dataset), dataset_title(args.dataset), in_channels(args.dataset)
     # other splits/optimizers get their own files, so the default run's results stay
     name += "".join(f"_{v}" for v, default in ((args.split, "test"), (args.optimizer, "adam")) if v != default)
+    if args.logit_std is not None:
+        if not args.logit_std > 0:
+            parser.error("--logit-std must be positive")
+        name += f"_logit{args.logit_std:g}"
 
     notes = []
     for m in list(methods):
@@ -275,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"- `{m}` skipped: its GHN weights could not be loaded ({why}).")
             print(f"[qat_from_init] skipping {m}: {why}")
             methods.remove(m)
+    if args.logit_std is not None:
+        notes.append(f"- GHN starts use `initialize_(..., logit_std={args.logit_std:g})`: the calibration pass caps "
+                     "the predicted logit layer's output std at that value (classic starts are unchanged).")
     if not [m for m in methods if m not in GHN_METHODS]:
         notes.append("- No classic initializer in the run: steps-to-target has no target.")
 
