@@ -143,6 +143,25 @@ def test_qat_from_init_quick(standin_weights, tmp_path):
 
 
 @needs_fmnist
+def test_qat_from_init_logit_std_goes_to_ghn_starts_and_names_its_files(standin_weights, tmp_path):
+    bench("qat_from_init", standin_weights, "--bits", "4", "--steps", "2", "--logit-std", "1",
+          "--out", str(tmp_path))
+    assert not (tmp_path / "qat_from_init.quick.csv").exists()  # the uncapped run's files are not overwritten
+    rows = read_csv(tmp_path / "qat_from_init_logit1.quick.csv")
+    assert {r["method"] for r in rows} == {"ghn-qat", "he_normal"} and all(r["status"] == "ok" for r in rows)
+    md = (tmp_path / "qat_from_init_logit1.quick.md").read_text()
+    assert "logit_std=1" in md and "--logit-std 1" in md
+
+
+def test_qat_from_init_rejects_a_non_positive_logit_std(tmp_path):
+    from benchmarks.qat_from_init import main
+
+    with pytest.raises(SystemExit):
+        main(["--quick", "--logit-std", "0", "--out", str(tmp_path)])
+    assert not list(tmp_path.iterdir())
+
+
+@needs_fmnist
 def test_missing_ghn_weights_are_skipped_with_a_note(tmp_path):
     empty = tmp_path / "no_weights"
     empty.mkdir()
