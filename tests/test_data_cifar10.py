@@ -364,6 +364,30 @@ def test_archive_cache_is_keyed_by_name_size_and_mtime_not_path(tmp_path: Path, 
         load("test", link)
 
 
+def test_prepare_removes_only_its_own_stale_pairs(tmp_path: Path):
+    """A re-provisioned archive (new mtime) is decoded again; the pair of the old mtime, written through the
+    same link, is deleted, while the cache of another source stays."""
+    write_binary_batches(tmp_path / "src" / "cifar-10-batches-bin")
+    archive = tmp_path / "cifar-10-binary.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(tmp_path / "src" / "cifar-10-batches-bin", arcname="cifar-10-batches-bin")
+    other = write_image_tree(tmp_path / "users-own")
+    load("test", other)
+    cache = default_cache_dir() / "cifar10"
+    others = set(cache.glob("decoded-*.npz"))
+    assert len(others) == 1  # an image tree decodes the split asked for
+    c10.prepare_cifar10(archive)
+    first = set(cache.glob("decoded-*.npz")) - others
+    assert len(first) == 2
+    os.utime(archive, ns=(2, 2))  # the same archive, provisioned again
+    c10._arrays.cache_clear()
+    c10.prepare_cifar10(archive)
+    second = set(cache.glob("decoded-*.npz")) - others
+    assert len(second) == 2 and not second & first  # a new pair replaced the stale one
+    assert others <= set(cache.glob("decoded-*.npz"))  # the other source's cache is kept
+    assert_split(load("test", None), *TEST)
+
+
 def test_unwritable_cache_still_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

@@ -594,7 +594,29 @@ def prepare_cifar10(
     link.symlink_to(src, target_is_directory=src.is_dir())
     linked = _detect(target_dir)
     assert linked is not None
+    key = _identity(linked)
     for split in SPLIT_SIZES:
-        _arrays(linked, split, _identity(linked), cdir)
+        _arrays(linked, split, key, cdir)
+    _prune_stale_cache(target_dir, linked, key)
     logger.info("CIFAR-10 prepared: %s -> %s", link, src)
     return linked
+
+
+def _prune_stale_cache(target_dir: Path, linked: CIFAR10Source, key: str) -> None:
+    """Delete decoded pairs an earlier ``prepare_cifar10`` wrote through the same link for another key.
+
+    A re-provisioned archive (same file, new mtime: our machines recreate ../shared every session) gets a
+    new key, and each old pair (180 MB) would otherwise stay forever. Only files that record this very link
+    as their source are touched; caches of other sources (a user's --data-dir) are kept.
+    """
+    for path in target_dir.glob("decoded-*.npz"):
+        if path.name.startswith(f"decoded-{key}-"):
+            continue
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                source = str(z["source"])
+        except Exception:  # unreadable: not ours to judge
+            continue
+        if source == str(linked):
+            path.unlink(missing_ok=True)
+            logger.info("removed stale CIFAR-10 cache %s", path)
