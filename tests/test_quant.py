@@ -397,3 +397,21 @@ def test_conv1d_and_requantize_without_warnings():
     assert type(q[0]).__name__ == "QuantConv1d" and isinstance(q[1], nn.Identity)
     torch.testing.assert_close(q.eval()(x), net(x), atol=0.05, rtol=0.05)
     assert q2[0].w_bits == 3 and q[0].w_bits == 8
+
+
+def test_metrics_edge_cases_and_per_tensor_error():
+    zero, x = torch.zeros(4), torch.tensor([1.0, -2.0, 0.5, 0.0])
+    assert sqnr(zero, x) == -math.inf  # pure noise, no signal
+    assert sqnr(zero, zero) == math.inf
+    assert sqnr(x, 2 * x) == pytest.approx(0.0)  # noise as large as the signal: 0 dB
+    assert qmse(x, x + 0.5) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match=r"^shape mismatch: \(4,\) vs \(2, 2\)$"):
+        sqnr(x, x.view(2, 2))
+    with pytest.raises(TypeError, match=r"^weight_quant_error expects an nn.Module, got str$"):
+        weight_quant_error("net", 4)
+    lin = nn.Linear(4, 2)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 0.3, 0.0, 0.0], [100.0, 0.0, 0.0, 0.0]]))
+    # 2 bits per channel: 0.3 -> 0 on row 0; per tensor the whole first row rounds to 0
+    assert weight_quant_error(lin, 2)[""]["qmse"] == pytest.approx(0.3 ** 2 / 8)  # the root module is named ""
+    assert weight_quant_error(lin, 2, per_channel=False)[""]["qmse"] == pytest.approx((1.0 + 0.3 ** 2) / 8)
