@@ -176,3 +176,43 @@ def test_quantize_model_calibrates_at_most_calib_batches():
     assert (q[0].w_bits, q[0].a_bits) == (4, 3)
     with pytest.raises(ValueError, match="default_bits"):
         quantize_model(net, w_bits={"0": 4}, default_bits=9)
+
+
+def test_set_quant_bits_names_what_is_wrong_and_changes_nothing():
+    torch.manual_seed(0)
+    q = quantize_model(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)), w_bits=4, fold_bn=False)
+    cases = [
+        (dict(w_bits={"nope": 2}), r"^w_bits: unknown layer names \['nope'\]; quantizable layers: \['0', '2'\]$"),
+        (dict(w_bits=2, a_bits={"x": 2}), r"^a_bits: unknown layer names \['x'\]; quantizable layers: \['0', '2'\]$"),
+        (dict(w_bits={"0": 9}), r"^w_bits\['0'\] must be an int in 2\.\.8 or None, got 9$"),
+        (dict(w_bits=2, a_bits={"2": 1}), r"^a_bits\['2'\] must be an int in 2\.\.8 or None, got 1$"),
+        (dict(w_bits=2, default_bits=9), r"^default_bits must be an int in 2\.\.8 or None, got 9$"),
+        (dict(w_bits=2, a_bits="fp"), r"^a_bits must be an int, None, a dict, 'same' or 'float', got 'fp'$"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            set_quant_bits(q, **kwargs)
+        assert [(m.w_bits, m.a_bits) for m in (q[0], q[2])] == [(4, 4), (4, 4)]
+    # a dict for the weights and None for the activations: the activations follow the weights' dict
+    set_quant_bits(q, {"2": 3}, default_bits=2)
+    assert [(m.w_bits, m.a_bits) for m in (q[0], q[2])] == [(2, 2), (3, 3)]
+    set_quant_bits(q, 8, "float")
+    assert [(m.w_bits, m.a_bits) for m in (q[0], q[2])] == [(8, None), (8, None)]
+
+
+def test_quantize_model_defaults_copy_and_lsq_quantizers():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 4 * 4, 3))
+    q = quantize_model(net)
+    assert [(m.w_bits, m.a_bits) for m in (q[0], q[3])] == [(4, 4), (4, 4)]  # 4 bits by default
+    q = quantize_model(net, w_bits=3, fold_bn=False)
+    assert type(net[0]) is nn.Conv2d and type(q[0]) is QuantConv2d and q[0] is not net[0]  # the input is copied
+    assert q[0].weight is not net[0].weight
+    q = quantize_model(net, w_bits=3, lsq=True)
+    wq, aq = q[0].w_lsq, q[0].a_lsq
+    # weights: signed, one step per output channel; inputs: one step, signedness from the first input
+    assert (wq.signed, wq.num_channels, tuple(wq.step.shape)) == (True, 6, (6,))
+    assert (aq.signed, aq.num_channels, tuple(aq.step.shape)) == (None, None, ())
+    assert q[3].w_lsq.num_channels == 3
+    q.train()(torch.relu(torch.randn(2, 2, 6, 6)))
+    assert aq.signed is False and q[3].a_lsq.signed is False  # non-negative inputs: unsigned grids
