@@ -116,8 +116,10 @@ def test_fold_bn_fallback_folds_adjacent_pairs_of_a_top_level_sequential():
                         nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))).eval()
     _randomize_bn(net[1])
     _randomize_bn(net[3][1], seed=1)
-    with pytest.warns(UserWarning, match="fx tracing failed"):
+    with pytest.warns(UserWarning, match=r"^fold_bn: torch\.fx tracing failed \(TraceError: .*\); folding only "
+                                         r"conv/BatchNorm pairs adjacent inside nn\.Sequential$") as rec:
         folded = fold_bn(net)
+    assert rec[0].filename == __file__  # the warning points at the caller
     assert isinstance(folded[1], nn.Identity) and isinstance(folded[3][1], nn.Identity)
     x = torch.randn(2, 2, 3, 3)
     torch.testing.assert_close(folded(x), net(x), atol=1e-5, rtol=1e-5)
@@ -126,3 +128,34 @@ def test_fold_bn_fallback_folds_adjacent_pairs_of_a_top_level_sequential():
 def test_fold_bn_rejects_non_modules():
     with pytest.raises(TypeError, match="fold_bn expects an nn.Module, got str"):
         fold_bn("net")
+
+
+def test_fold_bn_traces_into_nested_containers():
+    net = nn.Sequential(nn.Sequential(nn.Conv2d(2, 4, 1), nn.BatchNorm2d(4)), nn.ReLU()).eval()
+    _randomize_bn(net[0][1])
+    folded = fold_bn(net)
+    assert isinstance(folded[0][1], nn.Identity)
+    x = torch.randn(2, 2, 3, 3)
+    torch.testing.assert_close(folded(x), net(x), atol=1e-5, rtol=1e-5)
+
+
+class _FunctionalBetween(nn.Module):
+    """conv1 feeds a function (not a BN), then a foldable conv2 -> bn2 pair follows."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 4, 1)
+        self.conv2 = nn.Conv2d(4, 4, 1)
+        self.bn2 = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.bn2(self.conv2(torch.relu(self.conv1(x))))
+
+
+def test_fold_bn_keeps_looking_past_unfoldable_layers():
+    net = _FunctionalBetween().eval()
+    _randomize_bn(net.bn2)
+    folded = fold_bn(net)
+    assert isinstance(folded.bn2, nn.Identity)
+    x = torch.randn(2, 2, 3, 3)
+    torch.testing.assert_close(folded(x), net(x), atol=1e-5, rtol=1e-5)

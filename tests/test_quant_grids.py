@@ -110,6 +110,16 @@ def test_act_float_is_identity_and_keeps_dtype():
     assert fake_quant_act(xd, 4, -1.0, 1.0).dtype == torch.float64
 
 
+def test_act_range_is_taken_in_the_input_dtype():
+    # float64 input, float range: the grid is computed in float64 (0.1 is not exact in float32)
+    x = torch.tensor([-0.1, -0.0333, 0.05, 0.1], dtype=torch.float64)
+    out = fake_quant_act(x, 8, -0.1, 0.1)
+    s = 0.2 / 255
+    z = round(0.1 / s)
+    expected = torch.tensor([(min(max(round(v / s) + z, 0), 255) - z) * s for v in x.tolist()], dtype=torch.float64)
+    torch.testing.assert_close(out, expected, atol=1e-15, rtol=0)
+
+
 @FAST
 @given(
     bits=st.sampled_from([2, 3, 4, 8]),
