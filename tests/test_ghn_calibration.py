@@ -1,0 +1,146 @@
+"""The calibration pass on hand-set predictions (no GHN needed): each calibrated layer's output comes out at unit
+std in execution order, the logit cap scales only down, what is skipped and why, and the one-line summary."""
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from torch_qinit.ghn.calibration import (BATCH, CalibrationResult, calibrate_scales, calibrated_layers,
+                                         check_logit_std, output_layers, synthetic_input, unit_std_hook)
+from torch_qinit.graph import capture
+
+
+def mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def preds_of(model, scale=3.0):
+    """Predictions: the model's own parameters, blown up so calibration has something to fix."""
+    return {k: v.detach() * scale for k, v in model.named_parameters()}
+
+
+def _outputs(model, params, x):
+    """The output of every Linear of `model` run with `params`."""
+    outs = {}
+    hooks = [m.register_forward_hook(lambda _m, _i, o, n=n: outs.setdefault(n, o)) for n, m in model.named_modules()
+             if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        functional_call(model, params, (x,))
+    for h in hooks:
+        h.remove()
+    return outs
+
+
+def test_calibrated_layers_come_out_at_unit_std_in_execution_order():
+    model = mlp()
+    graph = capture(model)
+    assert calibrated_layers(graph) == ["0", "2"] and output_layers(graph) == ["4"]
+    preds = preds_of(model)
+    raw = dict(preds)
+    x = torch.randn(BATCH, 6, generator=torch.Generator().manual_seed(1))
+    result = calibrate_scales(model, graph, preds, example_input=x)
+    assert set(result.factors) == {"0", "2"} and result.skipped is None
+    outs = _outputs(model, preds, x)
+    # layer 2 is measured after layer 0 was rescaled, so both end at std 1
+    assert outs["0"].std().item() == pytest.approx(1.0, rel=1e-4)
+    assert outs["2"].std().item() == pytest.approx(1.0, rel=1e-4)
+    for name in ("0", "2"):  # weight and bias share the factor
+        for local in ("weight", "bias"):
+            key = f"{name}.{local}"
+            torch.testing.assert_close(preds[key], raw[key] * result.factors[name])
+    # the logits keep the GHN's scale without a cap
+    assert torch.equal(preds["4.weight"], raw["4.weight"]) and result.logit_stds == {} and result.logit_factors == {}
+    assert result.summary().startswith("2 layers rescaled, factors ")
+
+
+def test_logit_cap_scales_down_only_and_reports_the_measured_std():
+    model = mlp()
+    graph = capture(model)
+    x = torch.randn(BATCH, 6, generator=torch.Generator().manual_seed(1))
+    preds = preds_of(model)
+    plain = dict(preds)
+    calibrate_scales(model, graph, plain, example_input=x)
+    measured = _outputs(model, plain, x)["4"].std().item()
+    cap = measured / 2
+    capped = preds_of(model)
+    result = calibrate_scales(model, graph, capped, example_input=x, logit_std=cap)
+    assert result.logit_std == cap and set(result.logit_stds) == {"4"}
+    assert result.logit_stds["4"] == pytest.approx(measured, rel=1e-4)
+    assert result.logit_factors["4"] == pytest.approx(0.5, rel=1e-4)
+    assert _outputs(model, capped, x)["4"].std().item() == pytest.approx(cap, rel=1e-4)
+    torch.testing.assert_close(capped["4.bias"], plain["4.bias"] * result.logit_factors["4"])
+    assert result.summary().endswith(f"; logits scaled by {result.logit_factors['4']:.3g} to std {cap:g}")
+    # a cap above the measured std keeps the logits
+    kept = preds_of(model)
+    result = calibrate_scales(model, graph, kept, example_input=x, logit_std=2 * measured)
+    assert result.logit_factors == {} and torch.equal(kept["4.weight"], plain["4.weight"])
+    assert result.summary().endswith(f"; logits std {result.logit_stds['4']:.3g} <= {2 * measured:g}, kept")
+
+
+def test_nothing_to_calibrate_and_skips():
+    # every weight feeds a norm or is the output: nothing to do, not even a forward pass
+    bn_net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    bn_net(torch.zeros(1, 1, 6, 6))
+    graph = capture(bn_net)
+    result = calibrate_scales(bn_net, graph, preds_of(bn_net), image_size=6)
+    assert result.factors == {} and result.skipped is None
+    assert result.summary() == "nothing to calibrate (every weight feeds a norm or the output)"
+    result = calibrate_scales(bn_net, graph, preds_of(bn_net), image_size=6, logit_std=1.0)
+    assert set(result.logit_stds) == {"4"}  # with a cap the output layer is measured
+    # no predictions for the calibrated layers: nothing to do either
+    assert calibrate_scales(mlp(), capture(mlp()), {}).factors == {}
+    # a 3-D conv: no synthetic input can be made
+    net3d = nn.Sequential(nn.Conv3d(1, 2, 1), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    net3d(torch.zeros(1, 1, 2, 2, 2))
+    graph3d = capture(net3d)
+    assert synthetic_input(graph3d, net3d, 8) is None
+    result = calibrate_scales(net3d, graph3d, preds_of(net3d))
+    assert result.skipped == "no input shape could be inferred; pass example_input"
+    assert result.summary() == "skipped (no input shape could be inferred; pass example_input)"
+
+
+def test_a_dead_layer_is_left_alone():
+    model = mlp()
+    preds = preds_of(model)
+    preds["0.weight"] = torch.zeros_like(preds["0.weight"])  # constant output: std 0, no factor
+    preds["0.bias"] = torch.zeros_like(preds["0.bias"])
+    result = calibrate_scales(model, capture(model), preds, example_input=torch.randn(4, 6))
+    assert "0" not in result.factors and set(result.factors) == {"2"}
+    assert torch.equal(preds["0.weight"], torch.zeros(8, 6))
+
+
+def test_synthetic_input_is_fixed_and_follows_the_model_dtype():
+    model = mlp().double()
+    graph = capture(model)
+    a, b = synthetic_input(graph, model, 28), synthetic_input(graph, model, 28)
+    assert a.dtype == torch.float64 and a.shape == (BATCH, 6) and torch.equal(a, b)
+
+
+def test_summary_texts():
+    assert CalibrationResult(factors={"a": 0.5, "b": 2.0}).summary() == "2 layers rescaled, factors 0.5..2"
+    assert CalibrationResult(skipped="why").summary() == "skipped (why)"
+    assert CalibrationResult(logit_std=1.5).summary() == ("nothing to calibrate (every weight feeds a norm or the "
+                                                          "output); logit_std 1.5: no output layer measured")
+    r = CalibrationResult(logit_std=1.0, logit_stds={"x": 3.0, "y": 4.0}, logit_factors={"x": 1 / 3, "y": 0.25})
+    assert r.summary().endswith("; logits scaled by 0.25..0.333 to std 1")
+
+
+def test_check_logit_std():
+    assert check_logit_std(None) is None
+    assert check_logit_std(2) == 2.0 and isinstance(check_logit_std(2), float)
+    for bad in (0, -1.0, math.nan, math.inf, True, "1"):
+        with pytest.raises(ValueError, match=r"^logit_std must be a positive finite number or None, got "):
+            check_logit_std(bad)
+
+
+def test_unit_std_hook_divides_by_a_constant():
+    out = torch.randn(10, 4) * 5
+    out.requires_grad_()
+    y = unit_std_hook(None, None, out)
+    assert y.std().item() == pytest.approx(1.0, rel=1e-5)
+    y.sum().backward()
+    torch.testing.assert_close(out.grad, torch.full_like(out, 1 / out.detach().std().item()))  # std is a constant
+    assert torch.isfinite(unit_std_hook(None, None, torch.zeros(3))).all()
