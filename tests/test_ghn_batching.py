@@ -122,3 +122,13 @@ def test_config_checks_and_parameter_count():
     assert g.num_parameters() == sum(p.numel() for p in g.parameters())
     assert len(g.layers) == 2 and g.config is SMALL
     assert GHN().config == GHNConfig()
+
+
+def test_config_round_trip_and_unknown_keys():
+    c = GHNConfig(bits=(2, 4), input_shape=(3, 32, 32))
+    d = c.to_dict()
+    assert d["bits"] == [2, 4] and d["input_shape"] == [3, 32, 32]  # lists in config.json
+    back = GHNConfig.from_dict(d)
+    assert back == c and back.bits == (2, 4) and back.input_shape == (3, 32, 32)  # tuples again
+    with pytest.raises(ValueError, match=r"^config\.json has keys this GHN does not know: \['a', 'z'\]$"):
+        GHNConfig.from_dict({**d, "z": 1, "a": 2})

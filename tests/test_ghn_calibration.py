@@ -8,7 +8,8 @@ from torch import nn
 from torch.func import functional_call
 
 from torch_qinit.ghn.calibration import (BATCH, CalibrationResult, calibrate_scales, calibrated_layers,
-                                         check_logit_std, output_layers, synthetic_input, unit_std_hook)
+                                         check_logit_std, first_layer, output_layers, synthetic_input,
+                                         unit_std_hook)
 from torch_qinit.graph import capture
 
 
@@ -85,6 +86,7 @@ def test_nothing_to_calibrate_and_skips():
     bn_net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
     bn_net(torch.zeros(1, 1, 6, 6))
     graph = capture(bn_net)
+    assert calibrated_layers(graph) == [] and output_layers(graph) == ["4"]  # a BN is neither
     result = calibrate_scales(bn_net, graph, preds_of(bn_net), image_size=6)
     assert result.factors == {} and result.skipped is None
     assert result.summary() == "nothing to calibrate (every weight feeds a norm or the output)"
@@ -110,6 +112,12 @@ def test_a_dead_layer_is_left_alone():
     result = calibrate_scales(model, capture(model), preds, example_input=torch.randn(4, 6))
     assert "0" not in result.factors and set(result.factors) == {"2"}
     assert torch.equal(preds["0.weight"], torch.zeros(8, 6))
+
+
+def test_no_conv_or_linear_means_no_first_layer():
+    model = nn.Sequential(nn.ReLU(), nn.Flatten())
+    graph = capture(model)
+    assert first_layer(graph) is None and synthetic_input(graph, model, 28) is None
 
 
 def test_synthetic_input_is_fixed_and_follows_the_model_dtype():
@@ -144,3 +152,63 @@ def test_unit_std_hook_divides_by_a_constant():
     y.sum().backward()
     torch.testing.assert_close(out.grad, torch.full_like(out, 1 / out.detach().std().item()))  # std is a constant
     assert torch.isfinite(unit_std_hook(None, None, torch.zeros(3))).all()
+
+
+def test_small_outputs_are_scaled_up_and_no_hook_is_left_behind():
+    model = mlp()
+    graph = capture(model)
+    x = torch.randn(BATCH, 6, generator=torch.Generator().manual_seed(2))
+    preds = preds_of(model, scale=0.1)  # outputs well below unit std: the factors are > 1
+    result = calibrate_scales(model, graph, preds, example_input=x)
+    assert all(f > 1 for f in result.factors.values()) and set(result.factors) == {"0", "2"}
+    assert _outputs(model, preds, x)["2"].std().item() == pytest.approx(1.0, rel=1e-4)
+    assert all(not m._forward_hooks for m in model.modules())
+    with torch.no_grad():  # the model itself runs as before
+        torch.testing.assert_close(model(x), functional_call(model, dict(model.named_parameters()), (x,)))
+
+
+class _Twice(nn.Module):
+    """One Linear (registered once) called twice, then the logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.lin(torch.relu(self.lin(x)))))
+
+
+def test_a_shared_layer_is_measured_at_its_first_call():
+    torch.manual_seed(0)
+    model = _Twice()
+    graph = capture(model)
+    assert calibrated_layers(graph) == ["lin", "lin"]
+    preds = preds_of(model)
+    x = torch.randn(BATCH, 4, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        first = nn.functional.linear(x, preds["lin.weight"], preds["lin.bias"])
+    result = calibrate_scales(model, graph, preds, example_input=x)
+    assert result.factors["lin"] == pytest.approx(1 / first.std().item(), rel=1e-5)
+
+
+def test_two_element_outputs_are_measured_and_non_finite_ones_skipped():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 2), nn.ReLU(), nn.Linear(2, 3))
+    x = torch.randn(1, 6)
+    result = calibrate_scales(model, capture(model), preds_of(model), example_input=x)
+    assert set(result.factors) == {"0"}  # a [1, 2] output has a std
+    preds = preds_of(model)
+    preds["0.weight"] = torch.full_like(preds["0.weight"], math.nan)
+    result = calibrate_scales(model, capture(model), preds, example_input=torch.randn(4, 6))
+    assert result.factors == {} and torch.isnan(preds["0.weight"]).all()
+
+
+def test_skipped_and_empty_results_keep_the_cap():
+    model = mlp()
+    assert calibrate_scales(model, capture(model), {}, logit_std=2.0).logit_std == 2.0
+    failed = calibrate_scales(model, capture(model), preds_of(model), example_input=torch.randn(2, 5), logit_std=2.0)
+    assert failed.logit_std == 2.0 and failed.skipped.startswith("forward pass failed: RuntimeError: ")
+    net3d = nn.Sequential(nn.Conv3d(1, 2, 1), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    net3d(torch.zeros(1, 1, 2, 2, 2))
+    assert calibrate_scales(net3d, capture(net3d), preds_of(net3d), logit_std=2.0).logit_std == 2.0
