@@ -176,6 +176,8 @@ def test_lsq_exact_levels_signed_and_unsigned():
     torch.testing.assert_close(_fitted(2, True, 1.0)(x), t(-1.0, -1.0, -0.0, 1.0, 1.0, 1.0))
     # unsigned 2 bits: codes in [0, 3], negatives clip to 0
     torch.testing.assert_close(_fitted(2, False, 1.0)(x), t(0.0, 0.0, 0.0, 1.0, 2.0, 3.0))
+    # unsigned 3 bits: codes in [0, 7]
+    torch.testing.assert_close(_fitted(3, False, 1.0)(x), t(0.0, 0.0, 0.0, 1.0, 2.0, 7.0))
     # signed 8 bits: codes in [-127, 127]
     torch.testing.assert_close(_fitted(8, True, 0.01)(t(-5.0, 0.626, 2.0)), t(-1.27, 0.63, 1.27))
     # per channel: each row on its own step
@@ -216,6 +218,14 @@ def test_lsq_step_gradient_is_scaled_by_one_over_sqrt_n_qp():
     xc = torch.stack([x, x])
     (qc(xc) * torch.stack([up, up])).sum().backward()
     torch.testing.assert_close(qc.step.grad, torch.stack([s.grad, s.grad]) / math.sqrt(5 * 3))
+    # one element: N = 1
+    q1 = _fitted(3, True, 0.8)
+    x1 = t(1.1)
+    q1(x1).sum().backward()
+    s1 = torch.tensor(0.8, requires_grad=True)
+    v1 = torch.clamp(x1 / s1, -3, 3)
+    ((v1 + (v1.round() - v1).detach()) * s1).sum().backward()
+    torch.testing.assert_close(q1.step.grad, s1.grad / math.sqrt(1 * 3))
 
 
 def test_lsq_input_gradient_is_straight_through_inside_the_range():

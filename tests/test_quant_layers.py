@@ -174,8 +174,19 @@ def test_quantize_model_calibrates_at_most_calib_batches():
     assert q[0].act_hi.item() == 5.0
     q = quantize_model(net, w_bits=4, default_bits=2, a_bits={"0": 3})
     assert (q[0].w_bits, q[0].a_bits) == (4, 3)
-    with pytest.raises(ValueError, match="default_bits"):
+    with pytest.raises(ValueError, match=r"^default_bits must be an int in 2\.\.8 or None, got 9$"):
         quantize_model(net, w_bits={"0": 4}, default_bits=9)
+    with pytest.raises(ValueError, match=r"^a_bits: unknown layer names \['x'\]; quantizable layers: \['0'\]$"):
+        quantize_model(net, w_bits=4, a_bits={"x": 4})
+    with pytest.raises(ValueError, match=r"^a_bits must be an int, None, a dict, 'same' or 'float', got 'fp'$"):
+        quantize_model(net, w_bits=4, a_bits="fp")
+
+
+def test_first_quantized_layer_may_follow_other_modules():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2))
+    q = quantize_model(net, w_bits=2, fold_bn=False)
+    assert q[1].first_layer and not q[3].first_layer
+    assert (q[1].input_bits, q[3].input_bits) == (INPUT_MIN_BITS, 2)
 
 
 def test_set_quant_bits_names_what_is_wrong_and_changes_nothing():
