@@ -132,8 +132,10 @@ def test_summary_texts():
     assert CalibrationResult(skipped="why").summary() == "skipped (why)"
     assert CalibrationResult(logit_std=1.5).summary() == ("nothing to calibrate (every weight feeds a norm or the "
                                                           "output); logit_std 1.5: no output layer measured")
-    r = CalibrationResult(logit_std=1.0, logit_stds={"x": 3.0, "y": 4.0}, logit_factors={"x": 1 / 3, "y": 0.25})
-    assert r.summary().endswith("; logits scaled by 0.25..0.333 to std 1")
+    assert CalibrationResult(factors={"a": 0.5, "b": 1.0, "c": 2.0}).summary() == "3 layers rescaled, factors 0.5..2"
+    r = CalibrationResult(logit_std=1.0, logit_stds={"x": 3.0, "y": 4.0, "z": 5.0},
+                          logit_factors={"x": 1 / 3, "y": 0.25, "z": 0.2})
+    assert r.summary().endswith("; logits scaled by 0.2..0.333 to std 1")
 
 
 def test_check_logit_std():
@@ -151,6 +153,8 @@ def test_unit_std_hook_divides_by_a_constant():
     assert y.std().item() == pytest.approx(1.0, rel=1e-5)
     y.sum().backward()
     torch.testing.assert_close(out.grad, torch.full_like(out, 1 / out.detach().std().item()))  # std is a constant
+    small = torch.randn(10, 4) * 0.01
+    assert unit_std_hook(None, None, small).std().item() == pytest.approx(1.0, rel=1e-5)  # scaled up too
     assert torch.isfinite(unit_std_hook(None, None, torch.zeros(3))).all()
 
 
