@@ -173,3 +173,31 @@ def test_a_non_finite_tile_is_nan_and_the_others_are_not():
     assert torch.isnan(q[1]).all()
     assert torch.isfinite(q[0]).all() and torch.isfinite(q[2]).all()
     torch.testing.assert_close(q[0] @ q[0].T, torch.eye(2), atol=1e-4, rtol=0)
+
+
+def test_version1_decodes_the_centre_of_the_kernel_per_node():
+    dec, c = _decoder(1)
+    with torch.no_grad():
+        dec.out_bias.normal_()  # zero at init: make the bias visible
+    h = torch.randn(3, c.hidden)
+    with torch.no_grad():
+        lin_a, lin_b, conv = dec.patterns(h, [(4, 4), (4, 4), (4, 2, 1, 3)])  # two nodes share one decode group
+        for m, got in ((0, lin_a), (1, lin_b)):
+            rows = torch.nn.functional.gelu(dec.row_hidden(dec.rows(h[m]).view(4, 2)))
+            # a linear weight is the centre (1, 1) of the 3x3 kernel
+            torch.testing.assert_close(got, rows @ dec.out_weight[:, :4, 1, 1] + dec.out_bias[:4, 1, 1])
+        rows = torch.nn.functional.gelu(dec.row_hidden(dec.rows(h[2]).view(4, 2)))
+        expected = torch.einsum("rd,dckl->rckl", rows, dec.out_weight[:, :2, 1:2, 0:3]) + dec.out_bias[:2, 1:2, 0:3]
+        torch.testing.assert_close(conv, expected)  # a 1x3 kernel: the middle row of the 3x3 block
+    assert not torch.allclose(lin_a, lin_b)
+
+
+def test_a_fresh_decoder_starts_as_designed():
+    dec, c = _decoder(2)
+    bound = 1 / math.sqrt(8)  # decoder_hidden 8
+    w = dec.out_weight.detach()
+    assert w.abs().max() <= bound and w.min() < -bound / 2 and w.max() > bound / 2
+    assert torch.equal(dec.out_bias, torch.zeros_like(dec.out_bias))
+    assert dec.vec.weight.std().item() == pytest.approx(0.01, rel=0.3) and not dec.vec.bias.any()
+    for lin in (dec.tile_out, dec.tile_in, dec.vec_pos):
+        assert lin.weight.std().item() == pytest.approx(1.0, rel=0.3) and not lin.bias.any()
