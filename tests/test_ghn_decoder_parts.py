@@ -32,6 +32,10 @@ def test_kernel_and_padding():
     assert padded.sum() == block.sum() and padded[0, 0, 0].abs().sum() == 0 and padded[0, 0, :, 3].abs().sum() == 0
     wide = _pad_kernel(block, 3, 6)  # 3 more columns: 1 left, 2 right
     assert torch.equal(wide[0, 0, :, 1:4], block[0, 0])
+    # one more row only / one more column only: below / on the right
+    tall1, wide1 = _pad_kernel(block, 4, 3), _pad_kernel(block, 3, 4)
+    assert tall1.shape[-2:] == (4, 3) and torch.equal(tall1[0, 0, :3], block[0, 0])
+    assert wide1.shape[-2:] == (3, 4) and torch.equal(wide1[0, 0, :, :3], block[0, 0])
 
 
 def test_version1_tiling():
