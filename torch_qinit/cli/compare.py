@@ -19,6 +19,8 @@ import sys
 
 import torch
 
+__all__ = ["main", "build_parser"]
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="torch-qinit compare", description=__doc__,
