@@ -76,6 +76,9 @@ def test_check_keys_lists_what_differs():
     with pytest.raises(GHNLoadError) as info:
         _check_keys({}, {f"u{i}": t(1) for i in range(8)}, "s")
     assert str(info.value).endswith("unexpected keys: u0, u1, u2, u3, u4, u5, u6, u7")  # 8 fit, no count
+    with pytest.raises(GHNLoadError) as info:
+        _check_keys({}, {f"u{i}": t(1) for i in range(9)}, "s")
+    assert str(info.value).endswith("unexpected keys: u0, u1, u2, u3, u4, u5, u6, u7, ... (9 in all)")
 
 
 # ------------------------------------------------------------------ names
@@ -83,6 +86,7 @@ def test_check_keys_lists_what_differs():
     ("./ckpt", True), ("/abs/ckpt", True), ("~/ckpt", True), ("ckpt/", True), ("a\\b", True),
     ("a/b/c", True), ("plain", False), ("my-org/model", False), ("MyOrg2/model", False),
     ("no_such/ckpt", True), ("runs.v2/final", True), ("-org/x", True), ("org-/x", True), ("a--b/x", True),
+    (".ckpt", True), ("~ckpt", True),
 ])
 def test_path_like_names(name, path_like, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -141,8 +145,13 @@ def test_fingerprint_of_an_unsaved_ghn_follows_its_weights():
     with torch.no_grad():
         a.op_embed.weight[0, 0] += 1
     assert ghn_fingerprint(a)[1] != sha
-    a.source_id, a.weights_sha256 = "local:/x", "f" * 64
+    a.source_id = "local:/x"  # a source without a checksum is not enough
+    assert ghn_fingerprint(a)[0] == "unsaved"
+    a.weights_sha256 = "f" * 64
     assert ghn_fingerprint(a) == ("local:/x", "f" * 64)
+    b = GHN(cfg())
+    sha_b = ghn_fingerprint(b)[1]
+    assert ghn_fingerprint(b.double())[1] == sha_b  # hashed in float32 whatever the GHN's dtype
 
 
 def test_model_card_records_the_checkpoint():
@@ -151,7 +160,10 @@ def test_model_card_records_the_checkpoint():
             training={"command": "torch-qinit train", "steps": 10, "lr": 0.001, "design_space": "tiny CNNs"})
     card = default_model_card(c, num_parameters=1234567, weights_sha256="ab" * 32, weights_dtype="float16")
     lines = card.splitlines()
-    assert lines[0] == "---" and "library_name: torch_qinit" in lines and "- ghn" in lines
+    from torch_qinit.data import dataset_for_input
+    assert lines[:12] == ["---", "library_name: torch_qinit", "license: mit", "tags:", "- quantization",
+                          "- quantization-aware-training", "- graph-hypernetwork", "- ghn", "datasets:",
+                          f"- {dataset_for_input((1, 28, 28)).name}", "---", ""]  # the Hub metadata
     assert "# GHN (float) checkpoint for torch_qinit" in lines
     assert "- Normalization: mean 0.2500, std 0.5000 (per channel where numbered; apply the same to your inputs)." \
         in lines
@@ -166,6 +178,9 @@ def test_model_card_records_the_checkpoint():
     assert "7 classes." in card and "input shape (1, 28, 28)" in card
     bare = default_model_card(cfg(normalization={}, training={})).splitlines()
     assert "# GHN-QAT checkpoint for torch_qinit" in bare and "Command: not recorded." in bare
+    assert "- Design space: CNNs and MLPs sampled by `torch_qinit.space`: plain conv, conv+BN, depthwise-separable " \
+           "(with and without BN), residual, inverted-bottleneck, dense and fire blocks, squeeze-excite, 1-3 Linear " \
+           "heads; widths 8-512, kernels 1-7, BN/GroupNorm/LayerNorm, seven activations." in bare
     assert "- Normalization: not recorded (per channel where numbered; apply the same to your inputs)." in bare
     assert "- `model.safetensors`" in bare and not any("parameters" in x for x in bare if x.startswith("- 1"))
     assert not any(x.startswith("- sha256") for x in bare)
