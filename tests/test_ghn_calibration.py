@@ -216,3 +216,20 @@ def test_skipped_and_empty_results_keep_the_cap():
     net3d = nn.Sequential(nn.Conv3d(1, 2, 1), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
     net3d(torch.zeros(1, 1, 2, 2, 2))
     assert calibrate_scales(net3d, capture(net3d), preds_of(net3d), logit_std=2.0).logit_std == 2.0
+
+
+def test_a_module_registered_under_two_names_is_calibrated_not_skipped():
+    """nn.Sequential(lin, act, lin): state_dict lists the shared tensors twice, which functional_call refuses;
+    the pass runs with one name per tensor and measures the shared layer at its first call."""
+    torch.manual_seed(0)
+    lin = nn.Linear(8, 8)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), lin, nn.ReLU(), lin, nn.ReLU(), nn.Linear(8, 3))
+    graph = capture(model)
+    preds = {k: v.detach() * 3.0 for k, v in model.named_parameters()}  # first names only: 0, 2, 6
+    x = torch.randn(BATCH, 6, generator=torch.Generator().manual_seed(4))
+    result = calibrate_scales(model, graph, preds, example_input=x)
+    assert result.skipped is None, result.skipped
+    assert {"0", "2"} <= set(result.factors)
+    outs = _outputs(model, preds, x)
+    assert outs["0"].std().item() == pytest.approx(1.0, rel=1e-4)
+    assert outs["2"].std().item() == pytest.approx(1.0, rel=1e-4)  # its first call, after layer 0's fix

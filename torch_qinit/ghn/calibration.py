@@ -137,6 +137,28 @@ def unit_std_hook(_module: nn.Module, _inputs: Any, out: torch.Tensor) -> torch.
     return out / out.detach().std().clamp_min(1e-8)
 
 
+def _untied_state(model: nn.Module, preds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's state with `preds` put in, each tensor under one name only.
+
+    A module registered under two names (``nn.Sequential(lin, act, lin)``) lists its tensors twice, and
+    `functional_call` refuses two values for tied names; it ties them itself from the first one.
+    """
+    state: dict[str, torch.Tensor] = {}
+    first_name: dict[int, str] = {}
+    alias: dict[str, str] = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) in first_name:
+            alias[name] = first_name[id(tensor)]
+            continue
+        first_name[id(tensor)] = name
+        state[name] = tensor.detach()
+    for name, value in preds.items():
+        key = alias.get(name, name)
+        if key == name or key not in preds:  # the first name's prediction decides for its aliases
+            state[key] = value.detach()
+    return state
+
+
 def calibrate_scales(model: nn.Module, graph: ArchGraph, preds: dict[str, torch.Tensor],
                      example_input: torch.Tensor | None = None, image_size: int = 28,
                      logit_std: float | None = None) -> CalibrationResult:
@@ -177,8 +199,7 @@ def calibrate_scales(model: nn.Module, graph: ArchGraph, preds: dict[str, torch.
             return out * (1.0 / stds[name]) if rescale else None
         return hook
 
-    state = {k: v.detach() for k, v in model.state_dict(keep_vars=True).items()}
-    state.update({k: v.detach() for k, v in preds.items()})
+    state = _untied_state(model, preds)
     handles = [mod.register_forward_hook(make_hook(name, rescale=True)) for name, mod in targets.items()]
     handles += [mod.register_forward_hook(make_hook(name, rescale=False)) for name, mod in outputs.items()]
     try:
