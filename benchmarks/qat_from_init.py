@@ -273,8 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     # other splits/optimizers get their own files, so the default run's results stay
     name += "".join(f"_{v}" for v, default in ((args.split, "test"), (args.optimizer, "adam")) if v != default)
     if args.logit_std is not None:
-        if not args.logit_std > 0:
-            parser.error("--logit-std must be positive")
+        from torch_qinit.ghn.calibration import check_logit_std
+
+        try:  # the library's one rule (positive, finite), refused before any run starts
+            check_logit_std(args.logit_std)
+        except ValueError as exc:
+            parser.error(f"--logit-std: {exc}")
         name += f"_logit{args.logit_std:g}"
 
     notes = []

@@ -153,11 +153,12 @@ def test_qat_from_init_logit_std_goes_to_ghn_starts_and_names_its_files(standin_
     assert "logit_std=1" in md and "--logit-std 1" in md
 
 
-def test_qat_from_init_rejects_a_non_positive_logit_std(tmp_path):
+def test_qat_from_init_rejects_a_logit_std_the_library_refuses(tmp_path):
     from benchmarks.qat_from_init import main
 
-    with pytest.raises(SystemExit):
-        main(["--quick", "--logit-std", "0", "--out", str(tmp_path)])
+    for bad in ("0", "-1", "inf", "nan"):
+        with pytest.raises(SystemExit):
+            main(["--quick", "--logit-std", bad, "--out", str(tmp_path)])
     assert not list(tmp_path.iterdir())
 
 
