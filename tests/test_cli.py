@@ -60,8 +60,8 @@ def test_info_missing_checkpoints_and_data(tmp_path, monkeypatch, capsys):
     assert "apt-get install dataset-fashion-mnist" in out
 
 
-def _read_results(out_dir):
-    with (out_dir / "results.csv").open() as f:
+def _read_results(out_dir, stem="demo"):
+    with (out_dir / f"{stem}.csv").open() as f:
         return list(csv.DictReader(f))
 
 
@@ -81,8 +81,8 @@ def test_demo_tiny(weights_dir, tmp_path, monkeypatch, capsys):
     assert [r["method"] for r in rows] == ["ghn-qat", "ghn", "he_normal", "glorot_uniform"]
     for r in rows:
         assert 0.0 <= float(r["zero_shot_w4a4"]) <= 1.0 and 0.0 <= float(r["qat2_w4a4"]) <= 1.0
-    assert "| ghn-qat |" in (out_dir / "summary.md").read_text()
-    assert (out_dir / "curves.csv").is_file()
+    assert "| ghn-qat |" in (out_dir / "demo.md").read_text()
+    assert (out_dir / "demo_curves.csv").is_file()
     if importlib.util.find_spec("matplotlib") is not None:
         assert (out_dir / "demo.png").stat().st_size > 1000
 
@@ -159,14 +159,14 @@ def test_demo_cifar10(tiny_cifar, cifar_weights, tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "W4A4 on CIFAR-10 (40 train / 20 test" in out and "MISSING" not in out
     assert "ghn-qat-cifar10" in out and "trained on 3x32x32 input" in out
-    rows = _read_results(out_dir)
+    rows = _read_results(out_dir, "demo_cifar10")  # beside the Fashion-MNIST demo's files, not over them
     assert [r["method"] for r in rows] == ["ghn-qat", "ghn", "he_normal", "glorot_uniform"]
     for r in rows:
         assert 0.0 <= float(r["zero_shot_w4a4"]) <= 1.0 and 0.0 <= float(r["qat2_w4a4"]) <= 1.0
     # the architecture was built for 3-channel input
     n_params = sum(p.numel() for p in get_arch("test", 0, 3).build().parameters())
-    assert f"| 0 | {n_params} |" in (out_dir / "summary.md").read_text()
-    assert "# torch-qinit demo: W4A4 on CIFAR-10" in (out_dir / "summary.md").read_text()
+    assert f"| 0 | {n_params} |" in (out_dir / "demo_cifar10.md").read_text()
+    assert "# torch-qinit demo: W4A4 on CIFAR-10" in (out_dir / "demo_cifar10.md").read_text()
 
 
 def test_demo_cifar10_does_not_substitute_fashion_checkpoints(tiny_cifar, weights_dir, tmp_path, monkeypatch,
@@ -178,4 +178,4 @@ def test_demo_cifar10_does_not_substitute_fashion_checkpoints(tiny_cifar, weight
     assert rc == 0
     out = capsys.readouterr().out
     assert "ghn-qat: MISSING" in out and "ghn-qat-cifar10" in out
-    assert [r["method"] for r in _read_results(tmp_path / "out")] == ["he_normal"]
+    assert [r["method"] for r in _read_results(tmp_path / "out", "demo_cifar10")] == ["he_normal"]

@@ -178,3 +178,31 @@ def test_checkpoint_records_the_normalization_of_its_data(tmp_path):
     train(_cfg(tmp_path / "f", steps=1, ckpt_every=1, val_every=0), *_data())  # 12x12: no known dataset
     assert json.loads((tmp_path / "f" / "final" / "config.json").read_text())["normalization"] == {
         "mean": 0.2860, "std": 0.3530}
+
+
+def test_time_budget_fits_the_schedule_and_a_resume_keeps_it(tmp_path, monkeypatch):
+    from torch_qinit.training import trainer
+    images, labels = _data()
+    monkeypatch.setattr(trainer, "FIT_AFTER_STEPS", 2)
+    clock = iter(range(0, 10_000, 10))  # every time.time() call advances 10 s
+    monkeypatch.setattr(trainer.time, "time", lambda: float(next(clock)))
+    cfg = _cfg(tmp_path, steps=1000, time_budget=5.0)  # 300 s; each step reads the clock a few times
+    ghn = train(cfg, images, labels)
+    assert 2 < cfg.steps < 1000
+    assert ghn.config.training["steps"] == cfg.steps
+    assert (tmp_path / "final" / "model.safetensors").exists()
+    # resuming with a different --steps keeps the fitted schedule instead of refitting
+    again = _cfg(tmp_path, steps=5000, time_budget=5.0)
+    train(again, images, labels, resume=True)
+    assert again.steps == cfg.steps
+
+
+def test_fit_steps_to_budget_bounds():
+    from torch_qinit.training import fit_steps_to_budget
+    cfg = TrainConfig(steps=1000, time_budget=10.0)  # 600 s
+    assert fit_steps_to_budget(cfg, 20, elapsed=100.0, step_seconds=1.0) == 20 + int(500 * 0.9)
+    assert fit_steps_to_budget(cfg, 20, elapsed=10.0, step_seconds=0.01) == 1000      # never above --steps
+    assert fit_steps_to_budget(cfg, 20, elapsed=900.0, step_seconds=1.0) == 20        # spent: end now
+    for bad in (0, -1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="time_budget"):
+            TrainConfig(time_budget=bad)

@@ -17,6 +17,7 @@ import torch
 
 from ..data.registry import DATASET_NAMES
 from ..training import TrainConfig, train
+from ..training.trainer import FIT_AFTER_STEPS
 
 __all__ = ["main", "build_parser"]
 
@@ -60,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset folder: Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist); "
                         "CIFAR-10 python/binary batches, image folder or .tar.gz (default: "
                         "$TORCH_QINIT_CIFAR10_DIR, then what `make cifar10` prepared)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
+                   help="end the whole run within this many minutes: after %d steps the measured pace sets --steps "
+                        "(never above it), so the learning-rate schedule still decays to zero; a resumed run keeps "
+                        "the fitted steps" % FIT_AFTER_STEPS)
     p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt if it exists")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     return p
@@ -77,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # gloo even where CUDA exists: the trainer runs on CPU (a GPU machine's cores run the ranks)
+        torch.distributed.init_process_group("gloo")
     from ..data import DatasetNotFoundError, load_dataset
 
     try:
@@ -105,7 +111,7 @@ def _config(args: argparse.Namespace, argv: list[str] | None) -> TrainConfig:
         bits=tuple(int(b) for b in args.bits.split(",")), mixed_frac=args.mixed_frac, float_frac=args.float_frac,
         float_loss_weight=args.float_loss_weight, item_clip=args.item_clip,
         arch_pool=args.arch_pool, seed=args.seed, ckpt_every=args.ckpt_every, data_dir=args.data_dir,
-        val_every=args.val_every, val_archs=args.val_archs,
+        val_every=args.val_every, val_archs=args.val_archs, time_budget=args.time_budget,
         ghn={"hidden": args.hidden, "layers": args.layers, "heads": args.heads},
         command="torch-qinit train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
     )

@@ -19,7 +19,7 @@ from .datasets import Data
 from .errors import CompareError
 from .runner import RunResult, parse_methods, run_one, summarize
 
-__all__ = ["DemoConfig", "DemoData", "DemoRun", "DemoResult", "checkpoint_name", "load_ghns", "load_data",
+__all__ = ["DemoConfig", "DemoData", "DemoRun", "DemoResult", "checkpoint_name", "output_stem", "load_ghns", "load_data",
            "arch_desc", "run_demo", "text_table", "summary_markdown", "write_outputs"]
 
 
@@ -264,31 +264,38 @@ def summary_markdown(result: DemoResult, footer: list[str]) -> str:
         f"calibrate ranges on {cfg.range_batches} train batches, test accuracy. QAT: {cfg.qat_steps} steps "
         f"(batch {cfg.batch_size}, Adam lr {cfg.lr:g}, BN unfolded, STE), test accuracy with the ranges "
         f"tracked in training. Test images: {len(data.test.dataset)} ({len(data.curve.dataset)} for the curve "
-        "points in curves.csv).", "",
+        "points in the _curves.csv file).", "",
         *md, "", "GHN checkpoints:", *(ghn_lines or ["- none requested"]), "",
         *footer, "",
     ])
 
 
+def output_stem(dataset: str) -> str:
+    """File names of a demo's outputs, as in benchmarks/results: ``demo`` (Fashion-MNIST), ``demo_cifar10``."""
+    return "demo" if dataset == "fmnist" else f"demo_{dataset}"
+
+
 def write_outputs(result: DemoResult, out: Path, summary_md: str, plot: bool = True) -> list[Path]:
-    """Write results.csv, curves.csv, summary.md and (with `plot` and matplotlib) demo.png into `out`;
+    """Write STEM.csv, STEM_curves.csv, STEM.md and (with `plot` and matplotlib) STEM.png into `out`
+    (STEM: `output_stem`, so a demo run with ``--out benchmarks/results`` writes the committed files);
     returns the written paths."""
     cfg = result.cfg
     out.mkdir(parents=True, exist_ok=True)
+    stem = output_stem(cfg.dataset)
     bits = f"w{cfg.bits}a{cfg.bits}"
-    written = [write_csv(out / "results.csv", [
+    written = [write_csv(out / f"{stem}.csv", [
         {"arch": d.arch, "arch_desc": arch_desc(result.archs[d.arch]), "method": d.run.method,
          f"zero_shot_{bits}": f"{d.run.zero_shot:.4f}", f"qat{cfg.qat_steps}_{bits}": f"{d.run.final:.4f}",
          "qat_seconds": f"{d.qat_seconds:.1f}", "ghn_fallback_params": d.run.fallback_params}
         for d in result.runs])]
-    # Step 0 (the zero-shot accuracy, on the whole test set) is in results.csv; curves.csv holds the QAT points.
-    written.append(write_csv(out / "curves.csv", [
+    # Step 0 (the zero-shot accuracy, on the whole test set) is in STEM.csv; STEM_curves.csv holds the QAT points.
+    written.append(write_csv(out / f"{stem}_curves.csv", [
         {"arch": d.arch, "method": d.run.method, "step": step, "accuracy": f"{acc:.4f}"}
         for d in result.runs for step, acc in d.run.curve if step > 0], columns=["arch", "method", "step", "accuracy"]))
-    (out / "summary.md").write_text(summary_md, encoding="utf-8")
-    written.append(out / "summary.md")
+    (out / f"{stem}.md").write_text(summary_md, encoding="utf-8")
+    written.append(out / f"{stem}.md")
     if plot:
-        png = _plot(out / "demo.png", result)
+        png = _plot(out / f"{stem}.png", result)
         if png is not None:
             written.append(png)
     return written

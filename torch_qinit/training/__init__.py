@@ -4,7 +4,7 @@ The command line front end is ``torch-qinit train`` (`torch_qinit.cli.train`); t
 or printing.
 """
 from .train_state import has_training_state, load_training_state, save_training_state
-from .trainer import ArchCache, TrainConfig, lr_at, sample_bits, step_generator, train, upgrade_decoder
+from .trainer import ArchCache, TrainConfig, fit_steps_to_budget, lr_at, sample_bits, step_generator, train, upgrade_decoder
 
 __all__ = ["TrainConfig", "ArchCache", "train", "lr_at", "sample_bits", "step_generator", "upgrade_decoder",
-           "save_training_state", "load_training_state", "has_training_state"]
+           "fit_steps_to_budget", "save_training_state", "load_training_state", "has_training_state"]

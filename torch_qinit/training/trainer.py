@@ -36,7 +36,7 @@ from .item_grads import backward_per_item
 from .train_state import has_training_state, load_training_state, save_training_state
 from .validation import VAL_IMAGES, make_val_data, validate
 
-__all__ = ["TrainConfig", "ArchCache", "train", "lr_at", "sample_bits", "step_generator", "upgrade_decoder"]
+__all__ = ["TrainConfig", "ArchCache", "fit_steps_to_budget", "train", "lr_at", "sample_bits", "step_generator", "upgrade_decoder"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,10 @@ class TrainConfig:
     val_every: int = 250
     val_archs: int = 8
     stop_after: int | None = None        # end this process at this step (a planned interruption)
+    # Minutes the whole run may take (a session or a lent GPU machine ends at a fixed time).  After
+    # FIT_AFTER_STEPS steps the measured pace sets `steps`, so the cosine schedule still ends at zero
+    # inside the budget; a resumed run keeps the steps its checkpoint fitted.
+    time_budget: float | None = None
     data_dir: str | None = None
     ghn: dict[str, Any] = field(default_factory=lambda: {"hidden": 128, "layers": 3, "heads": 4})
     command: str = ""
@@ -82,6 +86,8 @@ class TrainConfig:
         self.bits = tuple(self.bits)
         if self.val_every < 0:
             raise ValueError(f"val_every must be >= 0 (0 disables validation), got {self.val_every}")
+        if self.time_budget is not None and not (self.time_budget > 0 and math.isfinite(self.time_budget)):
+            raise ValueError(f"time_budget must be a positive number of minutes, got {self.time_budget}")
         if self.val_every and not 1 <= self.val_archs <= SPLIT_SIZES["val"]:
             raise ValueError(f"val_archs must be in 1..{SPLIT_SIZES['val']}, got {self.val_archs}")
 
@@ -111,6 +117,21 @@ class ArchCache:
                 self._items.pop(next(iter(self._items)))
             item = self._items[index] = (qmodel, graph)
         return item
+
+
+FIT_AFTER_STEPS = 20   # steps timed before a time budget fits the schedule (cache misses make them slow: a safe pace)
+BUDGET_MARGIN = 0.9    # share of the remaining budget planned for steps; the rest covers validation and saving
+
+
+def fit_steps_to_budget(cfg: TrainConfig, step: int, elapsed: float, step_seconds: float) -> int:
+    """The total step count that ends ``cfg.time_budget`` minutes after the run began.
+
+    ``elapsed``: seconds since the run began (loading included); ``step_seconds``: measured seconds per
+    step.  Never more than ``cfg.steps``, never less than ``step`` (a spent budget ends the run now).
+    """
+    remaining = cfg.time_budget * 60.0 - elapsed
+    more = int(max(0.0, remaining) * BUDGET_MARGIN / max(step_seconds, 1e-9))
+    return max(step, min(cfg.steps, step + more))
 
 
 def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
@@ -189,6 +210,7 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
     Under torchrun (torch.distributed initialized by the caller) gradients are
     averaged by DistributedDataParallel; each rank draws its own architectures; rank 0 validates.
     """
+    t_begin = time.time()
     rank, world = _dist_info()
     out = Path(cfg.out)
     ckpt_dir = out / "ckpt"
@@ -204,12 +226,16 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
     ghn.train()
     optimizer = torch.optim.AdamW(ghn.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, nan_steps, history = 0, 0, []
+    fitted_before = False  # a resumed run whose checkpoint already fitted its steps to the time budget
     dropped_items = clipped_items = 0  # architectures left out of / clipped in their step (item_grads.py)
     if resume and has_training_state(ckpt_dir):
         meta = load_training_state(ckpt_dir, ghn, optimizer)
         start, nan_steps, history = meta["step"], meta["nan_steps"], meta.get("history", [])
         dropped_items, clipped_items = meta.get("dropped_items", 0), meta.get("clipped_items", 0)
         log.info("resumed from %s at step %d", ckpt_dir, start)
+        saved = meta.get("train_config", {})
+        if cfg.time_budget and saved.get("time_budget"):  # the schedule was fitted once; refitting would jump it
+            cfg.steps, fitted_before = int(saved["steps"]), True
     model = ghn
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(ghn, find_unused_parameters=True)
@@ -231,6 +257,7 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
     window: list[tuple[float, float]] = []
     t0 = time.time()
     step = start
+    fit_at = start + FIT_AFTER_STEPS if cfg.time_budget and not fitted_before else None
     while step < cfg.steps:
         if cfg.stop_after is not None and step >= cfg.stop_after:
             break
@@ -269,6 +296,15 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
         else:
             nan_steps += 1
         step += 1
+        if step == fit_at:
+            fitted = fit_steps_to_budget(cfg, step, time.time() - t_begin, (time.time() - t0) / (step - start))
+            if world > 1:  # every rank must end at the same step
+                shared = torch.tensor([fitted])
+                torch.distributed.broadcast(shared, 0)
+                fitted = int(shared.item())
+            log.info("time budget %.1f min: %d steps (asked %d)", cfg.time_budget, fitted, cfg.steps)
+            cfg.steps = fitted
+            bar.total = fitted
         window.append((loss_value, correct / len(nets)))
         if cfg.log_every and step % cfg.log_every == 0:
             l_mean = sum(w[0] for w in window) / len(window)
