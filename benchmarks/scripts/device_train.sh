@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One GHN training run on a lent GPU machine (or any many-core machine), inside a fixed time budget.
 #
-# The trainer runs on CPU: a step is hundreds of tiny kernels (per-architecture forward, fake quant,
-# decoder calls), so one GPU process would be launch-bound, while the lent machine's 16 cores run 16 DDP
-# ranks (gloo) at our 2-core machine's per-rank pace: 8x its architectures per second.
+# The trainer runs on CPU (a step is thousands of tiny per-architecture ops: forward, fake quant, decoder
+# calls; a GPU port is not written or measured), so the lent machine's cores run one DDP rank each (gloo):
+# 16 ranks gave 5.2x our 2-core machine's architectures per second (benchmarks/results/device_runs.md).
 #
 #   DATASET=cifar10 DATA=.devdata/cifar10-jpg.tar.gz INIT=training_state/RUN/final OUT=/tmp/out BUDGET=7 \
 #     bash benchmarks/scripts/device_train.sh --stage qat --float-loss-weight 1 ...
