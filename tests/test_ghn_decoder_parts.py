@@ -80,10 +80,11 @@ def test_version2_scales_the_rms_and_keeps_the_direction():
 
 def test_degenerate_patterns_get_plus_minus_std():
     rule = SignalRule(1.0, free=False)
-    # 0.5 is exact in float32, so its spread is exactly 0 (a constant like 0.3 has a float32 rounding spread of
-    # ~3e-8, above the absolute 1e-8 threshold, and is standardized to near 0 instead of +-std)
-    const = shape_weight(torch.full((4, 9), 0.5), torch.tensor(0.0), SignalRule(1.0, free=False, output=True))
-    torch.testing.assert_close(const, torch.full((4, 9), 1 / 3))  # std 1/sqrt(9), all at +std
+    for c in (0.5, 0.3, -7.1):  # 0.5 is exact in float32; 0.3 and -7.1 have a rounding spread (~3e-8, ~5e-7)
+        const = shape_weight(torch.full((4, 9), c), torch.tensor(0.0), SignalRule(1.0, free=False, output=True))
+        # std 1/sqrt(9), every entry at the same +-std (the mean's own rounding picks the sign)
+        torch.testing.assert_close(const, torch.full((4, 9), const[0, 0].item()))
+        assert abs(const[0, 0].item()) == pytest.approx(1 / 3)
     two = shape_weight(torch.tensor([[1.0, 1.0]]), torch.tensor(1.0), None)  # version 1: gain 1, He std 1
     torch.testing.assert_close(two, torch.ones(1, 2))
     one = shape_weight(torch.tensor([[-0.2]]), torch.tensor(0.0), rule)

@@ -287,7 +287,9 @@ def shape_weight(pattern: torch.Tensor, gain: torch.Tensor, rule: SignalRule | N
     # a NaN or inf anywhere makes the spread NaN, so only a single element needs its own check
     if not torch.isfinite(spread) or (pattern.numel() == 1 and not torch.isfinite(pattern).all()):
         return pattern * spread  # keep a broken prediction visibly non-finite (initialize_ falls back)
-    if pattern.numel() == 1 or not spread > 1e-8:
+    # "constant" is relative: a float32 constant like 0.3 has a rounding spread of ~3e-8, which standardizing
+    # would blow up into noise instead of giving the +-std fallback
+    if pattern.numel() == 1 or not spread > max(1e-8, 1e-6 * float(pattern.abs().max())):
         sign = torch.where(pattern >= pattern.mean(), 1.0, -1.0) if pattern.numel() > 1 else torch.ones_like(pattern)
         return sign * std
     centred = pattern - pattern.mean()
