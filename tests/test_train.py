@@ -206,3 +206,26 @@ def test_fit_steps_to_budget_bounds():
     for bad in (0, -1, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="time_budget"):
             TrainConfig(time_budget=bad)
+
+
+def test_device_names_are_checked_before_any_work():
+    with pytest.raises(RuntimeError):
+        TrainConfig(device="not-a-device")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            TrainConfig(device="cuda")
+
+
+def test_tile_encoding_stays_on_the_device_of_its_indices():
+    from torch_qinit.ghn.decoder import tile_encoding
+    idx = torch.arange(5, device="meta")  # a GHN moved to a GPU decodes there; meta stands in on CPU-only CI
+    assert tile_encoding(idx).device.type == "meta"
+    torch.testing.assert_close(tile_encoding(torch.arange(5))[0], torch.tensor([0.0] * 8 + [1.0] * 8))
+
+
+def test_training_state_files_hold_cpu_tensors_and_resume_onto_the_ghn_device(tmp_path):
+    images, labels = _data()
+    train(_cfg(tmp_path, steps=3, device="cpu"), images, labels)
+    tensors = load_file(str(tmp_path / "ckpt" / "state.safetensors"))
+    assert {t.device.type for t in tensors.values()} == {"cpu"}
+    assert any(k.startswith("adam.exp_avg.") for k in tensors)

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One GHN training run on a lent GPU machine (or any many-core machine), inside a fixed time budget.
 #
-# The trainer runs on CPU (a step is thousands of tiny per-architecture ops: forward, fake quant, decoder
-# calls; a GPU port is not written or measured), so the lent machine's cores run one DDP rank each (gloo):
-# 16 ranks gave 5.2x our 2-core machine's architectures per second (benchmarks/results/device_runs.md).
+# By default one DDP rank per core on CPU (gloo): on the lent H200 machine 16 ranks gave 5.2x our 2-core
+# machine's architectures per second. With `--device cuda` and NPROC=4 the ranks share the GPU instead
+# (measured at 0.85x those 16 CPU ranks; more GPU ranks not yet tried): benchmarks/results/device_runs.md.
 #
 #   DATASET=cifar10 DATA=.devdata/cifar10-jpg.tar.gz INIT=training_state/RUN/final OUT=/tmp/out BUDGET=7 \
 #     bash benchmarks/scripts/device_train.sh --stage qat --float-loss-weight 1 ...

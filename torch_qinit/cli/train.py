@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="end the whole run within this many minutes: after %d steps the measured pace sets --steps "
                         "(never above it), so the learning-rate schedule still decays to zero; a resumed run keeps "
                         "the fitted steps" % FIT_AFTER_STEPS)
+    p.add_argument("--device", default="cpu",
+                   help="where the GHN and the sampled nets train: cpu (default) or cuda; one rank per device "
+                        "(several ranks on one GPU share it); checkpoints are the same either way")
     p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt if it exists")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     return p
@@ -82,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
-        # gloo even where CUDA exists: the trainer runs on CPU (a GPU machine's cores run the ranks)
+        # gloo even with --device cuda: it reduces CPU tensors and CUDA ones alike, also for several ranks
+        # sharing one GPU, which nccl refuses
         torch.distributed.init_process_group("gloo")
     from ..data import DatasetNotFoundError, load_dataset
 
@@ -112,6 +116,7 @@ def _config(args: argparse.Namespace, argv: list[str] | None) -> TrainConfig:
         float_loss_weight=args.float_loss_weight, item_clip=args.item_clip,
         arch_pool=args.arch_pool, seed=args.seed, ckpt_every=args.ckpt_every, data_dir=args.data_dir,
         val_every=args.val_every, val_archs=args.val_archs, time_budget=args.time_budget,
+        device=args.device,
         ghn={"hidden": args.hidden, "layers": args.layers, "heads": args.heads},
         command="torch-qinit train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
     )

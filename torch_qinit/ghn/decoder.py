@@ -36,8 +36,9 @@ _POS_FREQS = 8
 
 def tile_encoding(index: torch.Tensor) -> torch.Tensor:
     """Sinusoidal features [n, 2*_POS_FREQS] of tile indices [n]; distinct for every index < 2**16."""
-    freqs = torch.exp(-torch.arange(_POS_FREQS, dtype=torch.float32) * (math.log(256.0) / _POS_FREQS))
-    angles = index.float()[:, None].to(freqs.device) * freqs * (math.pi / 2)
+    freqs = torch.exp(-torch.arange(_POS_FREQS, dtype=torch.float32, device=index.device)
+                      * (math.log(256.0) / _POS_FREQS))
+    angles = index.float()[:, None] * freqs * (math.pi / 2)
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
@@ -289,7 +290,7 @@ def shape_weight(pattern: torch.Tensor, gain: torch.Tensor, rule: SignalRule | N
         return pattern * spread  # keep a broken prediction visibly non-finite (initialize_ falls back)
     # "constant" is relative: a float32 constant like 0.3 has a rounding spread of ~3e-8, which standardizing
     # would blow up into noise instead of giving the +-std fallback
-    if pattern.numel() == 1 or not spread > max(1e-8, 1e-6 * float(pattern.abs().max())):
+    if pattern.numel() == 1 or not spread > (1e-6 * pattern.detach().abs().max()).clamp(min=1e-8):
         sign = torch.where(pattern >= pattern.mean(), 1.0, -1.0) if pattern.numel() > 1 else torch.ones_like(pattern)
         return sign * std
     centred = pattern - pattern.mean()

@@ -20,7 +20,8 @@ def save_training_state(directory: Path, ghn: torch.nn.Module, optimizer: torch.
                         meta: dict[str, Any]) -> None:
     """Write state.safetensors + state.json atomically (tmp file, then rename)."""
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {f"ghn.{k}": v.detach().contiguous() for k, v in ghn.state_dict().items()}
+    # files hold CPU tensors whatever device trained them, so a GPU run resumes on CPU and back
+    tensors = {f"ghn.{k}": v.detach().cpu().contiguous() for k, v in ghn.state_dict().items()}
     names = {id(p): n for n, p in ghn.named_parameters()}
     adam_steps = {}
     for group in optimizer.param_groups:
@@ -29,8 +30,8 @@ def save_training_state(directory: Path, ghn: torch.nn.Module, optimizer: torch.
             if not st:
                 continue
             n = names[id(p)]
-            tensors[f"adam.exp_avg.{n}"] = st["exp_avg"].contiguous()
-            tensors[f"adam.exp_avg_sq.{n}"] = st["exp_avg_sq"].contiguous()
+            tensors[f"adam.exp_avg.{n}"] = st["exp_avg"].cpu().contiguous()
+            tensors[f"adam.exp_avg_sq.{n}"] = st["exp_avg_sq"].cpu().contiguous()
             adam_steps[n] = float(st["step"])
     tmp = directory / "state.safetensors.tmp"
     save_file(tensors, str(tmp))
@@ -50,8 +51,8 @@ def load_training_state(directory: Path, ghn: torch.nn.Module, optimizer: torch.
         p = params[n]
         optimizer.state[p] = {
             "step": torch.tensor(step),
-            "exp_avg": tensors[f"adam.exp_avg.{n}"].clone(),
-            "exp_avg_sq": tensors[f"adam.exp_avg_sq.{n}"].clone(),
+            "exp_avg": tensors[f"adam.exp_avg.{n}"].to(p.device, copy=True),
+            "exp_avg_sq": tensors[f"adam.exp_avg_sq.{n}"].to(p.device, copy=True),
         }
     return meta
 

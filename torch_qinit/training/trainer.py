@@ -9,6 +9,7 @@ the step counter on disk.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -76,6 +77,9 @@ class TrainConfig:
     # FIT_AFTER_STEPS steps the measured pace sets `steps`, so the cosine schedule still ends at zero
     # inside the budget; a resumed run keeps the steps its checkpoint fitted.
     time_budget: float | None = None
+    # "cpu" or a torch device such as "cuda": where the GHN, the sampled nets and the images live.
+    # Checkpoints hold CPU tensors either way, and validation runs on a CPU copy (as users run initialize_).
+    device: str = "cpu"
     data_dir: str | None = None
     ghn: dict[str, Any] = field(default_factory=lambda: {"hidden": 128, "layers": 3, "heads": 4})
     command: str = ""
@@ -88,6 +92,8 @@ class TrainConfig:
             raise ValueError(f"val_every must be >= 0 (0 disables validation), got {self.val_every}")
         if self.time_budget is not None and not (self.time_budget > 0 and math.isfinite(self.time_budget)):
             raise ValueError(f"time_budget must be a positive number of minutes, got {self.time_budget}")
+        if torch.device(self.device).type == "cuda" and not torch.cuda.is_available():  # also: a malformed name
+            raise ValueError(f"device {self.device!r}: torch sees no CUDA device on this machine")
         if self.val_every and not 1 <= self.val_archs <= SPLIT_SIZES["val"]:
             raise ValueError(f"val_archs must be in 1..{SPLIT_SIZES['val']}, got {self.val_archs}")
 
@@ -95,9 +101,10 @@ class TrainConfig:
 class ArchCache:
     """Builds (fake-quantized net, graph) for a training index once, then reuses them."""
 
-    def __init__(self, in_channels: int, num_classes: int, max_items: int = 4096, image_size: int = 0) -> None:
+    def __init__(self, in_channels: int, num_classes: int, max_items: int = 4096, image_size: int = 0,
+                 device: str | torch.device = "cpu") -> None:
         self.in_channels, self.num_classes, self.max_items = in_channels, num_classes, max_items
-        self.image_size = image_size
+        self.image_size, self.device = image_size, torch.device(device)
         self._items: dict[int, tuple[torch.nn.Module, Any]] = {}
 
     def get(self, index: int) -> tuple[torch.nn.Module, Any]:
@@ -112,7 +119,7 @@ class ArchCache:
             modules = dict(qmodel.named_modules())
             for name in calibrated_layers(graph):  # train under the scaling initialize_ applies
                 modules[name].register_forward_hook(unit_std_hook)
-            qmodel.train()
+            qmodel.train().to(self.device)
             if len(self._items) >= self.max_items:
                 self._items.pop(next(iter(self._items)))
             item = self._items[index] = (qmodel, graph)
@@ -223,7 +230,9 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
     # the config's default is Fashion-MNIST's; a checkpoint must name the statistics of its own data
     ghn.config.normalization = normalization_record(tuple(images.shape[1:])) or ghn.config.normalization
     ghn.config.bits = cfg.bits if cfg.stage == "qat" else ()
-    ghn.train()
+    device = torch.device(cfg.device)
+    ghn.train().to(device)
+    images, labels = images.to(device), labels.to(device)
     optimizer = torch.optim.AdamW(ghn.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, nan_steps, history = 0, 0, []
     fitted_before = False  # a resumed run whose checkpoint already fitted its steps to the time budget
@@ -239,10 +248,10 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
     model = ghn
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(ghn, find_unused_parameters=True)
-    cache = ArchCache(images.shape[1], int(labels.max()) + 1, image_size=images.shape[-1])
+    cache = ArchCache(images.shape[1], int(labels.max()) + 1, image_size=images.shape[-1], device=device)
     val_set = None
     if cfg.val_every and val_data is not None and rank == 0:
-        val_set = make_val_data(images, labels, *val_data, archs=cfg.val_archs)
+        val_set = make_val_data(images.cpu(), labels.cpu(), *val_data, archs=cfg.val_archs)
     last_val: dict[str, float] = {}
 
     def checkpoint(step: int) -> None:
@@ -267,7 +276,7 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
         ids = torch.randint(cfg.arch_pool, (cfg.meta_batch,), generator=gen).tolist()
         nets, graphs = zip(*(cache.get(i) for i in ids))
         bits = [sample_bits(cfg, g, gen) for g in graphs]
-        batch_idx = torch.randint(images.shape[0], (cfg.meta_batch, cfg.batch_size), generator=gen)
+        batch_idx = torch.randint(images.shape[0], (cfg.meta_batch, cfg.batch_size), generator=gen).to(device)
         for g in optimizer.param_groups:
             g["lr"] = lr_at(cfg, step)
         preds = model(list(graphs), bits)
@@ -317,7 +326,7 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
             bar.set_postfix(postfix)
         if val_set is not None and (step % cfg.val_every == 0 or step == cfg.steps):
             t_val = time.time()
-            last_val = validate(ghn, val_set)
+            last_val = validate(ghn if device.type == "cpu" else copy.deepcopy(ghn).cpu(), val_set)
             if not (history and history[-1]["step"] == step):
                 history.append({"step": step})  # a val-only row when this step logged no training row
             history[-1].update(last_val, val_sec=round(time.time() - t_val, 1))
@@ -327,6 +336,7 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             checkpoint(step)
     bar.close()
+    ghn.cpu()  # what callers and the Hub layout get, whichever device trained it
     if step == cfg.steps and rank == 0:
         _save_final(ghn, cfg, out / "final", step, nan_steps, last_val, (dropped_items, clipped_items))
     return ghn
