@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(never above it), so the learning-rate schedule still decays to zero; a resumed run keeps "
                         "the fitted steps" % FIT_AFTER_STEPS)
     p.add_argument("--device", default="cpu",
-                   help="where the GHN and the sampled nets train: cpu (default) or cuda; one rank per device "
-                        "(several ranks on one GPU share it); checkpoints are the same either way")
+                   help="where the GHN and the sampled nets train: cpu (default) or cuda; every rank uses this one "
+                        "device (several ranks share one GPU); checkpoints are the same either way")
     p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt if it exists")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     return p

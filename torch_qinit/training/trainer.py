@@ -232,7 +232,6 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
     ghn.config.bits = cfg.bits if cfg.stage == "qat" else ()
     device = torch.device(cfg.device)
     ghn.train().to(device)
-    images, labels = images.to(device), labels.to(device)
     optimizer = torch.optim.AdamW(ghn.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, nan_steps, history = 0, 0, []
     fitted_before = False  # a resumed run whose checkpoint already fitted its steps to the time budget
@@ -250,8 +249,9 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
         model = torch.nn.parallel.DistributedDataParallel(ghn, find_unused_parameters=True)
     cache = ArchCache(images.shape[1], int(labels.max()) + 1, image_size=images.shape[-1], device=device)
     val_set = None
-    if cfg.val_every and val_data is not None and rank == 0:
-        val_set = make_val_data(images.cpu(), labels.cpu(), *val_data, archs=cfg.val_archs)
+    if cfg.val_every and val_data is not None and rank == 0:  # small CPU subsets, drawn before the data moves
+        val_set = make_val_data(images, labels, *val_data, archs=cfg.val_archs)
+    images, labels = images.to(device), labels.to(device)
     last_val: dict[str, float] = {}
 
     def checkpoint(step: int) -> None:
