@@ -16,6 +16,7 @@ import sys
 import torch
 
 from ..data.registry import DATASET_NAMES
+from ..ghn import GHNConfig
 from ..training import TrainConfig, train
 from ..training.trainer import FIT_AFTER_STEPS
 
@@ -55,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, default=d.ghn["hidden"])
     p.add_argument("--layers", type=int, default=d.ghn["layers"])
     p.add_argument("--heads", type=int, default=d.ghn["heads"])
+    p.add_argument("--decoder-hidden", type=int, default=GHNConfig.decoder_hidden,
+                   help="decoder basis size: every predicted filter is a mix of this many learned basis filters")
+    p.add_argument("--decoder-rank", type=int, default=GHNConfig.decoder_rank,
+                   help="inner width of the factorized decoder's per-row code")
     p.add_argument("--dataset", choices=DATASET_NAMES, default="fmnist",
                    help="training images: fmnist (1x28x28) or cifar10 (3x32x32)")
     p.add_argument("--data-dir", default=None,
@@ -117,7 +122,8 @@ def _config(args: argparse.Namespace, argv: list[str] | None) -> TrainConfig:
         arch_pool=args.arch_pool, seed=args.seed, ckpt_every=args.ckpt_every, data_dir=args.data_dir,
         val_every=args.val_every, val_archs=args.val_archs, time_budget=args.time_budget,
         device=args.device,
-        ghn={"hidden": args.hidden, "layers": args.layers, "heads": args.heads},
+        ghn={"hidden": args.hidden, "layers": args.layers, "heads": args.heads,
+             "decoder_hidden": args.decoder_hidden, "decoder_rank": args.decoder_rank},
         command="torch-qinit train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)),
     )
 
