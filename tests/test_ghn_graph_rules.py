@@ -21,13 +21,16 @@ def chain(*ops):
     (("conv", "sigmoid"), SignalRule(1.0, free=False)),
     # pools, flatten, add and concat pass the scale through: the activation after them decides
     (("conv", "max_pool", "flatten", "add", "concat", "other", "silu"), SignalRule(ACT_GAINS["silu"], free=False)),
-    # a norm on the way frees the learned factor (the norm rescales anyway)
-    (("conv", "batch_norm", "relu"), SignalRule(ACT_GAINS["relu"], free=True)),
-    (("conv", "avg_pool", "group_norm", "tanh"), SignalRule(ACT_GAINS["tanh"], free=True)),
+    # a norm that absorbs the weight's scale fixes the factor at 1 (He's norm); one that does not frees it
+    (("conv", "batch_norm", "relu"), SignalRule(ACT_GAINS["relu"], free=False, normed=True)),
+    (("conv", "max_pool", "concat", "batch_norm", "relu"), SignalRule(ACT_GAINS["relu"], free=False, normed=True)),
+    (("conv", "avg_pool", "group_norm", "tanh"), SignalRule(ACT_GAINS["tanh"], free=False, normed=True)),
+    (("conv", "concat", "group_norm", "tanh"), SignalRule(ACT_GAINS["tanh"], free=True, normed=True)),
+    (("conv", "add", "batch_norm", "relu"), SignalRule(ACT_GAINS["relu"], free=True, normed=True)),
     # another weight op or a mul after it: a linear map, gain 1
     (("linear", "linear"), SignalRule(1.0, free=False)),
     (("conv", "mul", "relu"), SignalRule(1.0, free=False)),
-    (("conv", "layer_norm", "conv"), SignalRule(1.0, free=True)),
+    (("conv", "layer_norm", "conv"), SignalRule(1.0, free=False, normed=True)),
     # the network output: the logit layer, free within the wider bound
     (("linear", "output"), SignalRule(1.0, free=True, output=True)),
     (("linear", "global_pool", "output"), SignalRule(1.0, free=True, output=True)),
@@ -48,9 +51,32 @@ def test_rules_search_breadth_first_and_visit_each_node_once():
     # a diamond through a norm on one side: the add is reached twice but walked once
     d = ArchGraph([Node("conv", "a"), Node("batch_norm", "b"), Node("add", "c"), Node("relu", "d")],
                   [(0, 1), (0, 2), (1, 2), (2, 3)], "fx")
-    assert signal_rules(d)[0] == SignalRule(ACT_GAINS["relu"], free=True)
+    assert signal_rules(d)[0] == SignalRule(ACT_GAINS["relu"], free=True, normed=True)  # the add sees k·w unnormed
     # every node gets a rule, including the ones after the last weight
     assert set(signal_rules(d)) == {0, 1, 2, 3}
+
+
+def test_a_biased_layer_keeps_its_factor_before_group_norm_but_not_before_batch_norm():
+    def biased(norm):
+        return ArchGraph([Node("conv", "c", {"weight": (4, 4, 3, 3), "bias": (4,)}), Node(norm, "n"), Node("relu", "r")],
+                         [(0, 1), (1, 2)], "fx")
+    assert signal_rules(biased("group_norm"))[0] == SignalRule(ACT_GAINS["relu"], free=True, normed=True)
+    assert signal_rules(biased("batch_norm"))[0] == SignalRule(ACT_GAINS["relu"], free=False, normed=True)
+
+
+@pytest.mark.parametrize("norm, bias", [("batch_norm", True), ("batch_norm", False), ("group_norm", False)])
+def test_a_scale_the_norm_absorbs_changes_nothing_the_network_computes(norm, bias):
+    """The premise of fixing the factor there: k·w gives the same output through the norm, in train mode."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 8, 3, bias=bias)
+    norm_layer = torch.nn.BatchNorm2d(8) if norm == "batch_norm" else torch.nn.GroupNorm(2, 8)
+    x = torch.randn(16, 3, 8, 8)
+    ref = norm_layer(conv(x))
+    with torch.no_grad():
+        conv.weight.mul_(3.0)
+        if bias:
+            conv.bias.mul_(0.5)  # BN removes any per-channel bias, scaled or not
+    assert torch.allclose(norm_layer(conv(x)), ref, atol=1e-4)
 
 
 def test_rules_are_computed_once_per_graph():

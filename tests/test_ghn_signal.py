@@ -46,10 +46,23 @@ def test_signal_rules_read_the_graph():
     model(torch.zeros(1, 1, 8, 8))
     graph = capture(model)
     rules = {n.name: rules for n, rules in zip(graph.nodes, signal_rules(graph).values())}
-    assert rules["0"].free and rules["0"].gain == ACT_GAINS["relu"]       # conv → BN → ReLU
+    assert rules["0"].normed and rules["0"].gain == ACT_GAINS["relu"]     # conv → BN → ReLU: BN absorbs the scale,
+    assert not rules["0"].free                                            # so the factor stays 1 (He's norm)
     assert not rules["3"].free and rules["3"].gain == ACT_GAINS["gelu"]   # conv → GELU
     assert not rules["6"].free and rules["6"].gain == 1.0                 # linear → linear
     assert rules["7"].free and rules["7"].gain == 1.0                     # the logits
+
+
+def test_a_weight_batch_norm_absorbs_gets_he_norm(ghn):
+    """Before BN the learned factor would only set the step size (BN cancels the weight's scale), so it is
+    fixed at 1: He's std. The shipped GHN-QAT put 2x there (4x smaller effective learning rate)."""
+    model = nn.Sequential(nn.Conv2d(1, 32, 3), nn.BatchNorm2d(32), nn.ReLU(), nn.Conv2d(32, 48, 3, bias=False),
+                          nn.BatchNorm2d(48), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(48, 10))
+    torch_qinit.initialize_(model, bits=4, weights=ghn)
+    for conv in (model[0], model[3]):
+        fan_in = conv.weight[0].numel()
+        he_std = math.sqrt(2.0 / fan_in)
+        assert conv.weight.detach().pow(2).mean().sqrt().item() == pytest.approx(he_std, rel=0.02)
 
 
 def _plain_cnn(depth, bn):

@@ -111,7 +111,7 @@ def calibrated_layers(graph: ArchGraph) -> list[str]:
     """Qualified names of the conv/linear layers whose scale calibration fixes (no norm, not the logits)."""
     rules = signal_rules(graph)
     return [node.name for i, node in enumerate(graph.nodes)
-            if node.op in WEIGHT_OPS and not rules[i].free and "weight" in node.params]
+            if node.op in WEIGHT_OPS and not (rules[i].free or rules[i].normed) and "weight" in node.params]
 
 
 def output_layers(graph: ArchGraph) -> list[str]:

@@ -6,6 +6,14 @@ because a learned per-layer gain compounds through depth: a gain of 1.1 per
 layer is 1.1**50 ≈ 117 after 50 layers.  The GHN keeps a bounded learned gain
 only where scale cannot compound: before a normalization layer (which rescales
 anyway) and on the output layer (the logit temperature).
+
+Where a norm absorbs the weight's scale entirely (conv → BN, through pools or
+a concat at most; see `norm_absorbs_scale`), the learned factor changes nothing the network computes,
+only the step size training takes on that weight: with BN, a weight k× larger
+learns as if its learning rate were k² smaller.  There the factor is fixed at 1,
+so the predicted weights have He's norm and users' He-tuned learning rates
+carry over (the shipped GHN-QAT had drifted to 2×, the factor's upper bound, on
+every such layer, and trained visibly slower than He init under SGD).
 """
 from __future__ import annotations
 
@@ -13,7 +21,7 @@ from dataclasses import dataclass
 
 from ..graph.arch_graph import ArchGraph
 
-__all__ = ["ACT_GAINS", "SignalRule", "signal_rules"]
+__all__ = ["ACT_GAINS", "SignalRule", "norm_absorbs_scale", "signal_rules"]
 
 #: 1 / sqrt(E[f(x)^2]) for x ~ N(0, 1): the gain that keeps the second moment
 #: through activation f (He et al. 2015 for ReLU).  Values from numerical
@@ -27,6 +35,8 @@ ACT_GAINS: dict[str, float] = {
 #: Ops a signal passes through unchanged in scale, for the purpose of the rule.
 _TRANSPARENT = frozenset({"max_pool", "avg_pool", "global_pool", "flatten", "add", "concat", "other"})
 _NORMS = frozenset({"batch_norm", "layer_norm", "group_norm"})
+#: Per-channel, positively homogeneous ops: a weight's scale passes them unchanged and unmixed.
+_CHANNELWISE = frozenset({"max_pool", "avg_pool", "global_pool", "flatten", "concat"})
 
 
 @dataclass(frozen=True)
@@ -36,11 +46,14 @@ class SignalRule:
     `output` marks a layer whose result is the network's output (the logits):
     its learned factor has a wider range (the logit temperature), and its
     pattern is not orthonormalized, so it can weigh classes unequally.
+    `normed` marks a layer whose output a normalization rescales: signal
+    calibration leaves it alone (calibration.py), whether or not it is `free`.
     """
 
     gain: float
     free: bool
     output: bool = False
+    normed: bool = False
 
     @property
     def max_factor(self) -> float:
@@ -72,13 +85,47 @@ def _rule(graph: ArchGraph, succ: dict[int, list[int]], start: int) -> SignalRul
             seen.add(i)
             op = graph.nodes[i].op
             if op in ACT_GAINS:
-                return SignalRule(ACT_GAINS[op], normed)
+                return _normed_rule(ACT_GAINS[op], normed, graph, succ, start)
             if op == "output":
                 return SignalRule(1.0, True, output=True)  # logit scale: the GHN's to choose, within bounds
             if op in _NORMS:
                 normed = True
-            elif op not in _TRANSPARENT:
-                return SignalRule(1.0, normed)  # another weight op, mul, ...: a linear map
+            elif op not in _TRANSPARENT:  # another weight op, mul, ...: a linear map
+                return _normed_rule(1.0, normed, graph, succ, start)
             nxt.extend(succ.get(i, []))
         frontier = nxt
     return SignalRule(1.0, True, output=True)  # nothing follows: treat like an output
+
+
+def _normed_rule(gain: float, normed: bool, graph: ArchGraph, succ: dict[int, list[int]], start: int) -> SignalRule:
+    """The rule of a hidden layer: the learned factor is free after a norm, unless the norm absorbs it."""
+    if not normed:
+        return SignalRule(gain, False)
+    return SignalRule(gain, not norm_absorbs_scale(graph, succ, start), normed=True)
+
+
+def norm_absorbs_scale(graph: ArchGraph, succ: dict[int, list[int]], start: int) -> bool:
+    """True when every path from node `start` reaches a norm that cancels a scaling w → k·w of its weight.
+
+    Paths may pass `_CHANNELWISE` ops only.  BatchNorm always cancels it: it
+    divides each channel by its own spread and subtracts its mean (the layer's
+    bias with it), and per-channel weight quantization scales with w.
+    Group/LayerNorm cancel it only for a layer without a bias (a fixed bias would
+    shift relative to k·w) and only before any concat (they mix channels of
+    several layers).
+    """
+    has_bias = "bias" in graph.nodes[start].params
+    stack, seen, reached = [(d, False) for d in succ.get(start, [])], set(), False
+    while stack:
+        i, mixed = stack.pop()
+        if (i, mixed) in seen:
+            continue
+        seen.add((i, mixed))
+        op = graph.nodes[i].op
+        if op == "batch_norm" or (op in _NORMS and not (mixed or has_bias)):
+            reached = True
+        elif op in _CHANNELWISE:
+            stack.extend((d, mixed or op == "concat") for d in succ.get(i, []))
+        else:
+            return False
+    return reached
