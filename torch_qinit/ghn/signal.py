@@ -8,9 +8,10 @@ only where scale cannot compound: before a normalization layer (which rescales
 anyway) and on the output layer (the logit temperature).
 
 Where a norm absorbs the weight's scale entirely (conv → BN, through pools or
-a concat at most; see `norm_absorbs_scale`), the learned factor changes nothing the network computes,
-only the step size training takes on that weight: with BN, a weight k× larger
-learns as if its learning rate were k² smaller.  There the factor is fixed at 1,
+a concat at most; see `norm_absorbs_scale`), the learned factor changes
+nothing the network computes, only the step size training takes on that
+weight: with BN, a weight k× larger learns as if its learning rate were k²
+smaller.  There the factor is fixed at 1,
 so the predicted weights have He's norm and users' He-tuned learning rates
 carry over (the shipped GHN-QAT had drifted to 2×, the factor's upper bound, on
 every such layer, and trained visibly slower than He init under SGD).
