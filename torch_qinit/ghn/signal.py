@@ -11,10 +11,10 @@ Where a norm absorbs the weight's scale entirely (conv → BN, through pools or
 a concat at most; see `norm_absorbs_scale`), the learned factor changes
 nothing the network computes, only the step size training takes on that
 weight: with BN, a weight k× larger learns as if its learning rate were k²
-smaller.  There the factor is fixed at 1,
-so the predicted weights have He's norm and users' He-tuned learning rates
-carry over (the shipped GHN-QAT had drifted to 2×, the factor's upper bound, on
-every such layer, and trained visibly slower than He init under SGD).
+smaller.  There the factor is fixed at 1, so the predicted weights have He's
+norm and users' He-tuned learning rates carry over (the shipped GHN-QAT had
+drifted to 2×, the factor's upper bound, on every such layer, and trained
+visibly slower than He init under SGD).
 """
 from __future__ import annotations
 
@@ -36,8 +36,9 @@ ACT_GAINS: dict[str, float] = {
 #: Ops a signal passes through unchanged in scale, for the purpose of the rule.
 _TRANSPARENT = frozenset({"max_pool", "avg_pool", "global_pool", "flatten", "add", "concat", "other"})
 _NORMS = frozenset({"batch_norm", "layer_norm", "group_norm"})
-#: Per-channel, positively homogeneous ops: a weight's scale passes them unchanged and unmixed.
-_CHANNELWISE = frozenset({"max_pool", "avg_pool", "global_pool", "flatten", "concat"})
+#: The transparent ops that are also per-channel and positively homogeneous: a weight's scale passes
+#: them unchanged and unmixed with another branch's (an add mixes; "other" is unknown).
+_CHANNELWISE = _TRANSPARENT - {"add", "other"}
 
 
 @dataclass(frozen=True)
