@@ -8,8 +8,10 @@ by `_`: `bnreset` (every BatchNorm scale 1, shift 0), `gamma1` / `beta0` (only t
 shift), `shrink` (scale and shift halfway to 1 / 0), `gclamp` (scales below 0.5 raised to 0.5),
 `headhe` (the last conv/linear layer from He init), `headnorm` (the last layer scaled to He's std),
 `norm` (every conv/linear scaled to He's std), `nobias` (conv/linear biases zeroed), `logitX`
-(`initialize_(..., logit_std=X)` with a real batch).  Prints the zero-shot W4A4 accuracy (`zs`) and
-the accuracy every STEPS/5 steps on 2,000 Fashion-MNIST test images; 10k training images, batch 128.
+(`initialize_(..., logit_std=X)` with a real batch).  Prints the zero-shot W4A4 accuracy (`zs`: BN
+statistics and activation ranges from the first training batch only, so a quick indicator, not the
+`zero_shot` benchmark's protocol) and the accuracy every STEPS/5 steps on 2,000 Fashion-MNIST test
+images; 10k training images, batch 128.
 """
 import logging
 import sys
