@@ -12,9 +12,9 @@ import logging
 import torch
 
 import torch_qinit
-from torch_qinit.ghn import signal
 from torch_qinit.data.registry import load_dataset
 from torch_qinit.evaluation import evaluate
+from torch_qinit.ghn import signal
 from torch_qinit.space import get_arch
 
 NETS = [("classic", 5), ("classic", 6), ("classic", 11), ("test", 2), ("test", 8)]
