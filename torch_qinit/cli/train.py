@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--float-frac", type=float, default=d.float_frac)
     p.add_argument("--float-loss-weight", type=float, default=d.float_loss_weight,
                    help="QAT: weight of the float loss of the same prediction next to its quantized loss")
+    p.add_argument("--norm-floor-weight", type=float, default=d.norm_floor_weight,
+                   help="weight of a penalty on predicted norm scales below 0.5 and shifts below -0.5 "
+                        "(channels that start switched off and train slowly); 0: off")
     p.add_argument("--item-clip", type=float, default=d.item_clip,
                    help="clip each architecture's gradient norm (w.r.t. its predicted parameters) to this before "
                         "the GHN's backward; non-finite ones are left out of the step; <= 0: no clip")
@@ -118,7 +121,8 @@ def _config(args: argparse.Namespace, argv: list[str] | None) -> TrainConfig:
         out=args.out, stage=args.stage, init_from=args.init_from, steps=args.steps, meta_batch=args.meta_batch,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, clip=args.clip,
         bits=tuple(int(b) for b in args.bits.split(",")), mixed_frac=args.mixed_frac, float_frac=args.float_frac,
-        float_loss_weight=args.float_loss_weight, item_clip=args.item_clip,
+        float_loss_weight=args.float_loss_weight,
+        norm_floor_weight=args.norm_floor_weight, item_clip=args.item_clip,
         arch_pool=args.arch_pool, seed=args.seed, ckpt_every=args.ckpt_every, data_dir=args.data_dir,
         val_every=args.val_every, val_archs=args.val_archs, time_budget=args.time_budget,
         device=args.device,

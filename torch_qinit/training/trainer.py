@@ -34,6 +34,7 @@ from ..graph.arch_graph import WEIGHT_OPS
 from ..quant import quantize_model, set_quant_bits
 from ..space import SPLIT_SIZES, get_arch
 from .item_grads import backward_per_item
+from .norm_floor import norm_channel_penalty
 from .train_state import has_training_state, load_training_state, save_training_state
 from .validation import VAL_IMAGES, make_val_data, validate
 
@@ -63,6 +64,8 @@ class TrainConfig:
     # good only under quantization start QAT far from a float-good solution (issue: GHN-QAT lost to the
     # float GHN after QAT); the mixed objective asks for both.
     float_loss_weight: float = 0.0
+    # Weight of the switched-off-channel floor on predicted norm scales/shifts (norm_floor.py); 0 disables.
+    norm_floor_weight: float = 0.0
     item_clip: float = 10.0             # per-architecture gradient-norm clip before the GHN backward (item_grads.py)
     arch_pool: int = 20000               # training architectures are train-split indices below this
     seed: int = 0
@@ -280,8 +283,8 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
         for g in optimizer.param_groups:
             g["lr"] = lr_at(cfg, step)
         preds = model(list(graphs), bits)
-        losses, correct = [], 0.0
-        for net, b, params, idx in zip(nets, bits, preds, batch_idx):
+        losses, correct, floors = [], 0.0, []
+        for net, graph, b, params, idx in zip(nets, graphs, bits, preds, batch_idx):
             set_quant_bits(net, b, b)
             logits = functional_call(net, params, (images[idx],))
             item_loss = F.cross_entropy(logits, labels[idx])
@@ -289,6 +292,11 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
                 set_quant_bits(net, None, None)
                 float_loss = F.cross_entropy(functional_call(net, params, (images[idx],)), labels[idx])
                 item_loss = (item_loss + cfg.float_loss_weight * float_loss) / (1.0 + cfg.float_loss_weight)
+            if cfg.norm_floor_weight:
+                floor = norm_channel_penalty(graph, params)
+                if floor is not None:
+                    item_loss = item_loss + cfg.norm_floor_weight * floor
+                    floors.append(floor.item())
             losses.append(item_loss)
             correct += (logits.argmax(1) == labels[idx]).float().mean().item()
         optimizer.zero_grad(set_to_none=True)
@@ -314,12 +322,14 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
             log.info("time budget %.1f min: %d steps (asked %d)", cfg.time_budget, fitted, cfg.steps)
             cfg.steps = fitted
             bar.total = fitted
-        window.append((loss_value, correct / len(nets)))
+        window.append((loss_value, correct / len(nets), sum(floors) / len(floors) if floors else 0.0))
         if cfg.log_every and step % cfg.log_every == 0:
             l_mean = sum(w[0] for w in window) / len(window)
             a_mean = sum(w[1] for w in window) / len(window)
             history.append({"step": step, "loss": round(l_mean, 4), "acc": round(a_mean, 4),
                             "lr": lr_at(cfg, step - 1), "sec": round(time.time() - t0, 1)})
+            if cfg.norm_floor_weight:  # the penalty alone (it is inside "loss" too)
+                history[-1]["floor"] = round(sum(w[2] for w in window) / len(window), 4)
             window.clear()
             postfix.update(loss=f"{l_mean:.3f}", acc=f"{a_mean:.3f}", nan=str(nan_steps), clip=str(clipped_items),
                            drop=str(dropped_items))
