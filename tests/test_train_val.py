@@ -168,10 +168,11 @@ def test_train_cli_validates_on_the_test_split(tmp_path, monkeypatch):
     data = use_tiny_cifar(tmp_path, monkeypatch)
     common = ["train", "--dataset", "cifar10", "--data-dir", str(data), "--steps", "2", "--meta-batch", "1",
               "--batch-size", "4", "--arch-pool", "3", "--hidden", "32", "--layers", "1", "--heads", "4",
-              "--decoder-hidden", "24", "--decoder-rank", "4", "--warmup", "1"]
+              "--decoder-hidden", "24", "--decoder-rank", "4", "--warmup", "1", "--norm-floor-weight", "2.5"]
     assert main([*common, "--val-every", "1", "--val-archs", "2", "--out", str(tmp_path / "run")]) == 0
     state = json.loads((tmp_path / "run" / "ckpt" / "state.json").read_text())
     assert [h["step"] for h in state["history"] if "val_float" in h] == [1, 2]
     assert state["train_config"]["val_every"] == 1 and state["train_config"]["val_archs"] == 2
     assert state["ghn_config"]["decoder_hidden"] == 24 and state["ghn_config"]["decoder_rank"] == 4
+    assert state["train_config"]["norm_floor_weight"] == 2.5
     assert main([*common, "--val-archs", "21", "--out", str(tmp_path / "bad")]) == 2
