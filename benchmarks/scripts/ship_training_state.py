@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from torch_qinit.data import describe_training_data
 from torch_qinit.hub import load_ghn, save_pretrained
 from torch_qinit.training.trainer import _load_warm_start
 
@@ -33,9 +34,8 @@ def main() -> None:
         "clipped_items": meta["clipped_items"], "stage": cfg["stage"], "init_from": cfg["init_from"],
         "meta_batch": cfg["meta_batch"], "batch_size": cfg["batch_size"],
         "norm_floor_weight": cfg.get("norm_floor_weight", 0.0),
-        "data": "Fashion-MNIST train (60k), normalized mean 0.2860 std 0.3530" if ghn.config.input_shape[0] == 1
-        else "CIFAR-10 train (50k), per-channel normalization",
-        "world_size": meta["world_size"], "host_cpus": 2,
+        "data": describe_training_data(tuple(ghn.config.input_shape), cfg.get("data_dir")),
+        "world_size": meta["world_size"],
     }
     if val:
         last = val[-1]
