@@ -17,32 +17,26 @@ from collections.abc import Mapping
 
 import torch
 
+from ..ghn.model import servable_targets
 from ..graph.arch_graph import ArchGraph
 
-__all__ = ["SCALE_FLOOR", "SHIFT_FLOOR", "NORM_OPS", "norm_channel_penalty"]
+__all__ = ["SCALE_FLOOR", "SHIFT_FLOOR", "norm_channel_penalty"]
 
 #: Scales below this start a channel dim; a norm layer's default init is 1.
 SCALE_FLOOR = 0.5
 #: Shifts below this keep a channel mostly below a following ReLU's threshold; the default init is 0.
 SHIFT_FLOOR = -0.5
-NORM_OPS = frozenset({"batch_norm", "group_norm", "layer_norm"})
+_FLOORS = {"norm_weight": SCALE_FLOOR, "norm_bias": SHIFT_FLOOR}
 
 
 def norm_channel_penalty(graph: ArchGraph, params: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
     """The mean floor penalty over the predicted norm channels of one net; None when it has none.
 
-    ``params`` is the GHN's prediction for ``graph`` (parameter name -> tensor).
+    ``params`` is the GHN's prediction for ``graph`` (parameter name -> tensor).  Which tensors are norm
+    scales and shifts is the GHN's own classification (`servable_targets`), so both always agree.
     """
-    terms: list[torch.Tensor] = []
-    for node in graph.nodes:
-        if node.op not in NORM_OPS:
-            continue
-        prefix = f"{node.name}." if node.name else ""
-        scale, shift = params.get(prefix + "weight"), params.get(prefix + "bias")
-        if scale is not None:
-            terms.append(torch.relu(SCALE_FLOOR - scale.reshape(-1)).pow(2))
-        if shift is not None:
-            terms.append(torch.relu(SHIFT_FLOOR - shift.reshape(-1)).pow(2))
+    terms = [torch.relu(_FLOORS[t.kind] - params[t.name].reshape(-1)).pow(2)
+             for t in servable_targets(graph) if t.kind in _FLOORS and t.name in params]
     if not terms:
         return None
     return torch.cat(terms).mean()
