@@ -70,7 +70,7 @@ def rank_share(w: torch.Tensor, tol: float = RANK_TOL) -> tuple[int, int, float]
 
 def _load_ckpt(path: Path) -> nn.Module:
     """A GHN from a trainer checkpoint folder, read from a copy (the trainer may be rewriting it)."""
-    from torch_qinit.training.trainer import _load_warm_start
+    from torch_qinit.training.trainer import load_trained_ghn
 
     with tempfile.TemporaryDirectory() as tmp:
         for attempt in range(3):
@@ -78,7 +78,7 @@ def _load_ckpt(path: Path) -> nn.Module:
                 for f in path.iterdir():
                     if f.is_file():
                         shutil.copy2(f, Path(tmp) / f.name)
-                return _load_warm_start(tmp)
+                return load_trained_ghn(tmp)
             except Exception:  # noqa: BLE001 - a half-written file: wait for the next checkpoint write
                 if attempt == 2:
                     raise
@@ -120,7 +120,7 @@ def load_ghns(ckpt: str | None, log: Callable[[str], None]) -> list[tuple[str, s
             method = "ghn-qat" if ghn.config.bits else "ghn"
             ghns.append((label, method, ghn,
                          f"{p} (trainer checkpoint{step}; stage {method}, decoder version "
-                         f"{ghn.config.decoder_version}), loaded with the trainer's _load_warm_start"))
+                         f"{ghn.config.decoder_version}), loaded with the trainer's load_trained_ghn"))
         else:
             log(f"duplicates: no checkpoint in {p}; the in-training v2 GHN is left out")
     return ghns

@@ -12,6 +12,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("torch_qinit.cli.demo", "the main job: compare initializers at W4A4 on Fashion-MNIST"),
     "compare": ("torch_qinit.cli.compare", "benchmark the inits on YOUR model and data; CI gate (--require)"),
     "train": ("torch_qinit.cli.train", "train a GHN (float) or GHN-QAT (quantization-aware finetune)"),
+    "export": ("torch_qinit.cli.export", "write a training run's GHN as a checkpoint (also a run stopped early)"),
     "curves": ("torch_qinit.cli.curves", "plot GHN training curves of run directories"),
     "push": ("torch_qinit.cli.push", "upload a GHN checkpoint directory to the Hugging Face Hub: push DIR REPO_ID"),
     "bench": ("torch_qinit.cli.bench", "run a benchmark of the source tree: torch-qinit bench NAME [--quick]"),

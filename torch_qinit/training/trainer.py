@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from tqdm import tqdm
 
-from ..data import describe_training_data, normalization_record
+from ..data import normalization_record
 from ..ghn import GHN, GHNConfig
 from ..ghn.calibration import calibrated_layers, unit_std_hook
 from ..graph import capture
@@ -35,8 +35,9 @@ from ..quant import quantize_model, set_quant_bits
 from ..space import SPLIT_SIZES, get_arch
 from .item_grads import backward_per_item
 from .norm_floor import norm_channel_penalty
+from .export import training_record
 from .train_state import has_training_state, load_training_state, save_training_state
-from .validation import VAL_IMAGES, make_val_data, validate
+from .validation import make_val_data, validate
 
 __all__ = ["TrainConfig", "ArchCache", "fit_steps_to_budget", "train", "lr_at", "sample_bits", "step_generator", "upgrade_decoder"]
 
@@ -174,7 +175,8 @@ def _dist_info() -> tuple[int, int]:
     return 0, 1
 
 
-def _load_warm_start(path: str) -> GHN:
+def load_trained_ghn(path: str) -> GHN:
+    """A GHN from a checkpoint directory in the Hub layout or from a training state (RUN/ckpt)."""
     p = Path(path)
     if (p / "model.safetensors").exists():
         from ..hub import load_ghn
@@ -208,6 +210,7 @@ def upgrade_decoder(ghn: GHN) -> GHN:
 
 
 _upgrade_decoder = upgrade_decoder  # the name before it was public
+_load_warm_start = load_trained_ghn  # likewise (named in earlier benchmark records)
 
 
 def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: bool = False,
@@ -226,7 +229,7 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
     ckpt_dir = out / "ckpt"
     torch.manual_seed(cfg.seed)  # the GHN's own init; overwritten on resume/warm start
     if cfg.init_from:
-        ghn = upgrade_decoder(_load_warm_start(cfg.init_from))
+        ghn = upgrade_decoder(load_trained_ghn(cfg.init_from))
     else:
         ghn = GHN(GHNConfig(**cfg.ghn, input_shape=tuple(images.shape[1:]), num_classes=int(labels.max()) + 1))
     ghn.config.method = "ghn-qat" if cfg.stage == "qat" else "ghn"
@@ -357,14 +360,8 @@ def _save_final(ghn: GHN, cfg: TrainConfig, directory: Path, step: int, nan_step
     """The finished GHN in the Hub layout, with the command that produced it."""
     from ..hub import save_pretrained
     warm_start = dict(ghn.config.training or {})  # the float run's record, when this run was warm-started
-    ghn.config.training = {"command": cfg.command, "steps": step, "nan_steps": nan_steps,
-                           "dropped_items": items[0], "clipped_items": items[1],
-                           "stage": cfg.stage, "init_from": cfg.init_from,
-                           "meta_batch": cfg.meta_batch, "batch_size": cfg.batch_size,
-                           "data": describe_training_data(tuple(ghn.config.input_shape), cfg.data_dir),
-                           "world_size": _dist_info()[1], "host_cpus": os.cpu_count()}
-    if val:
-        ghn.config.training["val"] = {**val, "archs": cfg.val_archs, "images": VAL_IMAGES}
-    if warm_start:
-        ghn.config.training["warm_start"] = {k: warm_start.get(k) for k in ("command", "steps", "stage", "nan_steps")}
+    ghn.config.training = training_record(
+        asdict(cfg), tuple(ghn.config.input_shape), step,
+        {"nan_steps": nan_steps, "dropped_items": items[0], "clipped_items": items[1]}, _dist_info()[1],
+        val=val, warm_start=warm_start, host_cpus=os.cpu_count())
     save_pretrained(ghn.eval(), directory)
