@@ -1,12 +1,13 @@
-"""`classic` 150-step W4A4 QAT runs: the GHN-QAT trained with the norm floor (training_state/ghn-v2-qat-floor,
-step 5,800) over seeds 0-2, against He normal (seeds 0-2) and the shipped GHN-QAT f8df57b5 (seed 0).
+"""`classic` 150-step W4A4 QAT runs over seeds 0-2: the GHN-QAT trained with the norm floor
+(training_state/ghn-v2-qat-floor at step 5,800 and its completed step 8,000), the GHN-QAT f8df57b5 it
+was warm-started from, and He normal.
 
     python benchmarks/scripts/norm_floor_summary.py
 
-Reads the raw `qat_from_init` rows: seed 0 of the shipped GHN-QAT and of He from
-`benchmarks/results/qat_from_init_classic{_sgd,}.csv` (the README's run), the rest from
-`benchmarks/results/norm_floor/` (commands in its README.md).  Prints final accuracy (%), mean over seeds
-per net, then the mean over nets, the per-seed means and the runs that ended at chance.
+Reads the raw `qat_from_init` rows in `benchmarks/results/norm_floor/` (commands in its README.md; the
+seed-0 rows of f8df57b5 and He, `*_s0.csv`, are copied from the README's `qat_from_init_classic{_sgd,}.csv`
+run of 2026-11-27, before those files were re-run with a later checkpoint).  Prints final accuracy (%), mean over seeds
+per net, then the mean and the median over nets, the per-seed means and the runs that ended at chance.
 """
 import csv
 import statistics
@@ -17,12 +18,14 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 NETS = {"0": "LeNet-5", "5": "ResNet-18-like", "6": "MobileNetV2-like", "8": "SqueezeNet-like", "11": "MLP, 4 layers, BN"}
 # (optimizer, column) -> [(csv file, method in that file)]
 SOURCES = {
-    ("sgd", "ghn-qat floor"): [("norm_floor/sgd_floor_s0.csv", "ghn-qat"), ("norm_floor/sgd_floor_s12.csv", "ghn-qat")],
-    ("sgd", "ghn-qat shipped"): [("qat_from_init_classic_sgd.csv", "ghn-qat")],
-    ("sgd", "he_normal"): [("qat_from_init_classic_sgd.csv", "he_normal"), ("norm_floor/sgd_he_s12.csv", "he_normal")],
-    ("adam", "ghn-qat floor"): [("norm_floor/adam_floor_s0.csv", "ghn-qat"), ("norm_floor/adam_floor_s12.csv", "ghn-qat")],
-    ("adam", "ghn-qat shipped"): [("qat_from_init_classic.csv", "ghn-qat")],
-    ("adam", "he_normal"): [("qat_from_init_classic.csv", "he_normal"), ("norm_floor/adam_he_s12.csv", "he_normal")],
+    (opt, column): files
+    for opt in ("sgd", "adam")
+    for column, files in {
+        "floor@5800": [(f"norm_floor/{opt}_floor_s0.csv", "ghn-qat"), (f"norm_floor/{opt}_floor_s12.csv", "ghn-qat")],
+        "floor@8000": [(f"norm_floor/{opt}_final_s012.csv", "ghn-qat")],
+        "f8df57b5": [(f"norm_floor/{opt}_f8df57b5_s0.csv", "ghn-qat"), (f"norm_floor/{opt}_f8df57b5_s12.csv", "ghn-qat")],
+        "he_normal": [(f"norm_floor/{opt}_he_s0.csv", "he_normal"), (f"norm_floor/{opt}_he_s12.csv", "he_normal")],
+    }.items()
 }
 
 
@@ -46,6 +49,9 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
     means = [statistics.mean(statistics.mean(data[c][a].values()) for a in NETS) for c in cols]
     print("| **mean** | " + " | ".join(f"{m:.1f}" for m in means) + " |")
+    # one fragile net (SqueezeNet under SGD: 11-58 % between seeds) moves the mean by itself
+    medians = [statistics.median(statistics.mean(data[c][a].values()) for a in NETS) for c in cols]
+    print("| median | " + " | ".join(f"{m:.1f}" for m in medians) + " |")
     for c in cols:
         seeds = sorted({s for a in NETS for s in data[c][a]})
         per_seed = [statistics.mean(data[c][a][s] for a in NETS) for s in seeds]

@@ -7,7 +7,9 @@ Variants: `he` (He normal), `qat` / `ghn` (the GHN-QAT / float GHN prediction as
 by `_`: `bnreset` (every BatchNorm scale 1, shift 0), `gamma1` / `beta0` (only the scale / only the
 shift), `shrink` (scale and shift halfway to 1 / 0), `gclamp` (scales below 0.5 raised to 0.5),
 `headhe` (the last conv/linear layer from He init), `headnorm` (the last layer scaled to He's std),
-`norm` (every conv/linear scaled to He's std), `nobias` (conv/linear biases zeroed), `logitX`
+`norm` (every conv/linear scaled to He's std), `nobias` (conv/linear biases zeroed), `noiseX` (He
+noise of X × He's std added to every conv/linear weight, then rescaled to the prediction's own std per
+layer, so only the weights' diversity changes, not the signal), `logitX`
 (`initialize_(..., logit_std=X)` with a real batch).  Prints the zero-shot W4A4 accuracy (`zs`: BN
 statistics and activation ranges from the first training batch only, so a quick indicator, not the
 `zero_shot` benchmark's protocol) and the accuracy every STEPS/5 steps on 2,000 Fashion-MNIST test
@@ -51,6 +53,14 @@ def edit(net: nn.Module, he: nn.Module, variant: str) -> None:
         for layer in layers:
             if layer.bias is not None:
                 layer.bias.zero_()
+    noise = [float(t[5:]) for t in variant.split("_") if t.startswith("noise")]
+    if noise:
+        # predicted filters are low-diversity (few directions); fresh He noise breaks that up
+        g = torch.Generator().manual_seed(1)
+        for layer, ref in zip(layers, he_layers):
+            w = layer.weight
+            mixed = w + noise[0] * ref.weight.std() * torch.randn(w.shape, generator=g)
+            w.copy_(mixed * (w.std() / mixed.std()))
     if "norm" in variant.replace("headnorm", ""):
         for layer, ref in zip(layers, he_layers):
             layer.weight.mul_(ref.weight.std() / layer.weight.std())
