@@ -70,7 +70,7 @@ def rank_share(w: torch.Tensor, tol: float = RANK_TOL) -> tuple[int, int, float]
 
 def _load_ckpt(path: Path) -> nn.Module:
     """A GHN from a trainer checkpoint folder, read from a copy (the trainer may be rewriting it)."""
-    from torch_qinit.training.trainer import load_trained_ghn
+    from torch_qinit.training.train_state import load_trained_ghn
 
     with tempfile.TemporaryDirectory() as tmp:
         for attempt in range(3):

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..data import describe_training_data
-from .train_state import has_training_state
+from .train_state import has_training_state, load_trained_ghn
 from .validation import VAL_IMAGES
 
 __all__ = ["training_record", "export_run"]
@@ -64,7 +64,6 @@ def export_run(run_dir: str | Path, dest: str | Path, dtype: torch.dtype | None 
     training record written into `dest/config.json`. Raises FileNotFoundError without a training state.
     """
     from ..hub import save_pretrained
-    from .trainer import load_trained_ghn
 
     ckpt = Path(run_dir) / "ckpt"
     if not has_training_state(ckpt):

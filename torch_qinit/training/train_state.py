@@ -13,7 +13,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ["save_training_state", "load_training_state", "has_training_state"]
+from ..ghn import GHN, GHNConfig
+
+__all__ = ["save_training_state", "load_training_state", "has_training_state", "load_trained_ghn"]
 
 
 def save_training_state(directory: Path, ghn: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -60,3 +62,15 @@ def load_training_state(directory: Path, ghn: torch.nn.Module, optimizer: torch.
 def has_training_state(directory: Path) -> bool:
     """Whether `directory` holds both files of a training state."""
     return (directory / "state.safetensors").exists() and (directory / "state.json").exists()
+
+
+def load_trained_ghn(path: str) -> GHN:
+    """The GHN alone (no optimizer) from a checkpoint directory in the Hub layout or a training state (RUN/ckpt)."""
+    p = Path(path)
+    if (p / "model.safetensors").exists():
+        from ..hub import load_ghn  # the Hub layout's own loader checks sha256 and keys
+        return load_ghn(str(p))
+    meta = json.loads((p / "state.json").read_text())
+    ghn = GHN(GHNConfig.from_dict(meta["ghn_config"]))
+    ghn.load_state_dict({k[4:]: v for k, v in load_file(str(p / "state.safetensors")).items() if k.startswith("ghn.")})
+    return ghn

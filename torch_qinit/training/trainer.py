@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import json
 import logging
 import math
 import os
@@ -36,7 +35,7 @@ from ..space import SPLIT_SIZES, get_arch
 from .item_grads import backward_per_item
 from .norm_floor import norm_channel_penalty
 from .export import training_record
-from .train_state import has_training_state, load_training_state, save_training_state
+from .train_state import has_training_state, load_trained_ghn, load_training_state, save_training_state
 from .validation import make_val_data, validate
 
 __all__ = ["TrainConfig", "ArchCache", "fit_steps_to_budget", "train", "lr_at", "sample_bits", "step_generator", "upgrade_decoder"]
@@ -173,19 +172,6 @@ def _dist_info() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
-
-
-def load_trained_ghn(path: str) -> GHN:
-    """A GHN from a checkpoint directory in the Hub layout or from a training state (RUN/ckpt)."""
-    p = Path(path)
-    if (p / "model.safetensors").exists():
-        from ..hub import load_ghn
-        return load_ghn(str(p))
-    meta = json.loads((p / "state.json").read_text())
-    ghn = GHN(GHNConfig.from_dict(meta["ghn_config"]))
-    from safetensors.torch import load_file
-    ghn.load_state_dict({k[4:]: v for k, v in load_file(str(p / "state.safetensors")).items() if k.startswith("ghn.")})
-    return ghn
 
 
 def upgrade_decoder(ghn: GHN) -> GHN:
