@@ -8,12 +8,7 @@ from torch_qinit.cli.main import main as cli
 from torch_qinit.hub import load_ghn
 from torch_qinit.training import TrainConfig, export_run, train
 
-TINY = {"hidden": 32, "layers": 1, "heads": 4, "decoder_rank": 8}
-
-
-def _data(n=128):
-    g = torch.Generator().manual_seed(0)
-    return torch.randn(n, 1, 12, 12, generator=g), torch.randint(0, 10, (n,), generator=g)
+from test_train import TINY, _data
 
 
 def _cfg(out, **kw):
@@ -23,7 +18,7 @@ def _cfg(out, **kw):
 
 
 def test_stopped_run_exports_what_it_trained_and_says_where_it_stopped(tmp_path):
-    images, labels = _data()
+    images, labels = _data(128)
     ghn = train(_cfg(tmp_path / "run", stop_after=2), images, labels)
     assert not (tmp_path / "run" / "final").exists()  # the case export exists for
     record = export_run(tmp_path / "run", tmp_path / "out", dtype=None)
@@ -37,7 +32,7 @@ def test_stopped_run_exports_what_it_trained_and_says_where_it_stopped(tmp_path)
 
 
 def test_completed_run_export_matches_the_trainers_final_record(tmp_path):
-    images, labels = _data()
+    images, labels = _data(128)
     train(_cfg(tmp_path / "run"), images, labels)
     final = json.loads((tmp_path / "run" / "final" / "config.json").read_text())["training"]
     exported = export_run(tmp_path / "run", tmp_path / "out")
@@ -53,7 +48,7 @@ def test_completed_run_export_matches_the_trainers_final_record(tmp_path):
 
 
 def test_warm_start_record_is_carried_from_the_state(tmp_path):
-    images, labels = _data()
+    images, labels = _data(128)
     train(_cfg(tmp_path / "float", stage="float", steps=2, command="float run"), images, labels)
     train(_cfg(tmp_path / "qat", stop_after=2, init_from=str(tmp_path / "float" / "final")), images, labels)
     record = export_run(tmp_path / "qat", tmp_path / "out")
@@ -61,7 +56,7 @@ def test_warm_start_record_is_carried_from_the_state(tmp_path):
 
 
 def test_cli_export_and_missing_state(tmp_path, capsys):
-    images, labels = _data()
+    images, labels = _data(128)
     train(_cfg(tmp_path / "run", stop_after=2), images, labels)
     assert cli(["export", str(tmp_path / "run"), str(tmp_path / "out")]) == 0
     assert "step 2 of 4" in capsys.readouterr().out

@@ -71,9 +71,7 @@ def export_run(run_dir: str | Path, dest: str | Path, dtype: torch.dtype | None 
                                 f"written by `torch-qinit train --out {run_dir}`)")
     meta = json.loads((ckpt / "state.json").read_text())
     cfg = meta["train_config"]
-    ghn = load_trained_ghn(str(ckpt))
-    ghn.config.method = "ghn-qat" if cfg["stage"] == "qat" else "ghn"
-    ghn.config.bits = tuple(cfg["bits"]) if cfg["stage"] == "qat" else ()
+    ghn = load_trained_ghn(str(ckpt))  # its config already names the method and bits: train() set them before saving
     vals = [row for row in meta.get("history", []) if "val_float" in row]
     # a training state keeps the GHN config it was saved with, whose "training" is the warm start's record
     parent = meta["ghn_config"].get("training")
