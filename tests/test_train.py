@@ -7,6 +7,7 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
+from torch_qinit.training.train_state import load_trained_ghn
 from torch_qinit.training import TrainConfig, lr_at, sample_bits, step_generator, train, upgrade_decoder
 from torch_qinit.ghn import GHN, GHNConfig
 from torch_qinit.graph import capture
@@ -83,6 +84,19 @@ def test_warm_start_from_decoder_v1_keeps_the_encoder(tmp_path):
     # upgrade_decoder leaves a current-version GHN alone (same object)
     current = _fresh_ghn()
     assert upgrade_decoder(current) is current
+
+
+def test_warm_start_from_another_dataset_records_the_new_input(tmp_path):
+    """A GHN trained on 1x12x12 images, continued on 3x12x12 ones: same weights, the new input in its record."""
+    gray, labels = _data()
+    train(_cfg(tmp_path / "gray", steps=2), gray, labels)
+    rgb = gray.repeat(1, 3, 1, 1)
+    start = load_trained_ghn(str(tmp_path / "gray" / "final"))
+    ghn = train(_cfg(tmp_path / "rgb", steps=0, init_from=str(tmp_path / "gray" / "final")), rgb, labels)
+    assert ghn.config.input_shape == (3, 12, 12) and ghn.config.num_classes == 10
+    assert start.config.input_shape == (1, 12, 12)
+    for (name, a), b in zip(start.state_dict().items(), ghn.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 def test_bits_sampling_covers_float_uniform_and_mixed():

@@ -216,6 +216,10 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
     torch.manual_seed(cfg.seed)  # the GHN's own init; overwritten on resume/warm start
     if cfg.init_from:
         ghn = upgrade_decoder(load_trained_ghn(cfg.init_from))
+        # a warm start may come from another dataset (a Fashion-MNIST GHN continued on CIFAR-10): the
+        # weights predict any shape, but the record must name the data this run trains on
+        ghn.config.input_shape = tuple(images.shape[1:])
+        ghn.config.num_classes = int(labels.max()) + 1
     else:
         ghn = GHN(GHNConfig(**cfg.ghn, input_shape=tuple(images.shape[1:]), num_classes=int(labels.max()) + 1))
     ghn.config.method = "ghn-qat" if cfg.stage == "qat" else "ghn"
