@@ -257,6 +257,16 @@ def test_missing_data_message(tmp_path: Path):
         c10.load_cifar10("train", tmp_path)
 
 
+def test_dangling_cache_link_is_named(tmp_path: Path):
+    """The cache link made from a checkout that is gone: the message names the link and its old target."""
+    linked = c10.prepare_cifar10(write_python_batches(tmp_path / "old" / "cifar-10-batches-py"))
+    shutil.rmtree(tmp_path / "old")
+    with pytest.raises(DatasetNotFoundError) as info:
+        c10.find_cifar10()
+    msg = str(info.value)
+    assert f"{linked.path} is a link to {tmp_path / 'old'}" in msg and "no longer exists" in msg
+
+
 def test_missing_batch_is_named(tmp_path: Path):
     d = write_python_batches(tmp_path)
     (d / "data_batch_3").unlink()

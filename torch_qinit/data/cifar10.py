@@ -330,7 +330,16 @@ def find_cifar10(data_dir: str | os.PathLike[str] | None = None) -> CIFAR10Sourc
         source = _detect(root, root_images=data_dir is not None or root != Path("data"))
         if source is not None:
             return source
-    raise DatasetNotFoundError(_missing_message(roots))
+    raise DatasetNotFoundError(_missing_message(roots) + _dangling_links_note(roots))
+
+
+def _dangling_links_note(roots: list[Path]) -> str:
+    """A line per link in ``roots`` whose target is gone (the cache link `make cifar10` made from a
+    checkout that was since moved or deleted), so the message says why a once-working setup fails."""
+    dangling = [p for root in roots if root.is_dir() for p in sorted(root.iterdir())
+                if p.is_symlink() and not p.exists()]
+    return "".join(f"\n{p} is a link to {os.readlink(p)}, which no longer exists: run `make cifar10` "
+                   "again from this checkout, or point --data-dir at your copy." for p in dangling)
 
 
 # ---------------------------------------------------------------------------------------------- decoding
