@@ -85,19 +85,26 @@ def main(argv: list[str] | None = None) -> int:
         return [sum(v[max(0, i - k + 1):i + 1]) / len(v[max(0, i - k + 1):i + 1]) for i in range(len(v))]
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    styles = {"train": "-"} | dict(zip(VAL_LABELS, ("o--", "s:", "^-.")))
     for label, steps, loss, acc, val in series:
-        ax1.plot(steps, smooth(loss), label=label)
-        line, = ax2.plot(steps, smooth([100 * a for a in acc]), label=f"train batches, {label}")
-        for (key, (vsteps, vacc)), style in zip(val.items(), ("o--", "s:", "^-.")):
-            ax2.plot(vsteps, [100 * a for a in vacc], style, color=line.get_color(), markersize=3,
-                     label=f"{VAL_LABELS[key]}, {label}")
+        line, = ax1.plot(steps, smooth(loss), label=label)
+        ax2.plot(steps, smooth([100 * a for a in acc]), color=line.get_color())
+        for key, (vsteps, vacc) in val.items():
+            ax2.plot(vsteps, [100 * a for a in vacc], styles[key], color=line.get_color(), markersize=3)
     ax1.set(xlabel="GHN training step", ylabel=f"loss (moving average of {args.smooth} logs)", yscale="log")
     ax2.set(xlabel="GHN training step", ylabel="accuracy of predicted nets (%)")
     if any(val for *_, val in series):
         ax2.set_title("train: training batches (smoothed); val: held-out archs, test images, zero-shot", fontsize=8)
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    ax1.legend(fontsize=8)  # colour = run, on both panels
+    # line style = what was measured: one grey entry each, so the legend stays short with many runs
+    shown = {"train"} | {key for *_, val in series for key in val}
+    handles = [plt.Line2D([], [], color="0.3", linestyle="-" if key == "train" else styles[key][1:],
+                          marker=None if key == "train" else styles[key][0], markersize=3,
+                          label="train batches" if key == "train" else VAL_LABELS[key])
+               for key in styles if key in shown]
+    ax2.legend(handles=handles, fontsize=8)
     # one figure per dataset reads best; runs of several datasets are named together
     fig.suptitle(f"GHN training on {' + '.join(dict.fromkeys(datasets))} (QAT stage: bits drawn from {{2,3,4,8}}, mixed and float)")
     fig.tight_layout()
