@@ -1,12 +1,14 @@
 """`classic` 150-step W4A4 QAT runs over seeds 0-2: the GHN-QAT trained with the norm floor
 (training_state/ghn-v2-qat-floor at step 5,800 and its completed step 8,000), the GHN-QAT f8df57b5 it
-was warm-started from, and He normal.
+was warm-started from, the GHN-QAT a281d5d0 (the floor run + a second 8,000-step cycle, float16 as
+shipped), and He normal.
 
     python benchmarks/scripts/norm_floor_summary.py
 
 Reads the raw `qat_from_init` rows in `benchmarks/results/norm_floor/` (commands in its README.md; the
 seed-0 rows of f8df57b5 and He, `*_s0.csv`, are copied from the README's `qat_from_init_classic{_sgd,}.csv`
-run of 2026-11-27, before those files were re-run with a later checkpoint).  Prints final accuracy (%), mean over seeds
+run of 2026-11-27, before those files were re-run with a later checkpoint; a281d5d0's seed-0 rows are its
+ghn-qat rows of the re-run that finished 2026-11-27 19:54 UTC).  Prints final accuracy (%), mean over seeds
 per net, then the mean and the median over nets, the per-seed means and the runs that ended at chance.
 """
 import csv
@@ -24,6 +26,7 @@ SOURCES = {
         "floor@5800": [(f"norm_floor/{opt}_floor_s0.csv", "ghn-qat"), (f"norm_floor/{opt}_floor_s12.csv", "ghn-qat")],
         "floor@8000": [(f"norm_floor/{opt}_final_s012.csv", "ghn-qat")],
         "f8df57b5": [(f"norm_floor/{opt}_f8df57b5_s0.csv", "ghn-qat"), (f"norm_floor/{opt}_f8df57b5_s12.csv", "ghn-qat")],
+        "a281d5d0": [(f"norm_floor/{opt}_a281d5d0_s0.csv", "ghn-qat"), (f"norm_floor/{opt}_a281d5d0_s12.csv", "ghn-qat")],
         "he_normal": [(f"norm_floor/{opt}_he_s0.csv", "he_normal"), (f"norm_floor/{opt}_he_s12.csv", "he_normal")],
     }.items()
 }
