@@ -7,8 +7,8 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from torch_qinit.training.train_state import load_trained_ghn
-from torch_qinit.training import TrainConfig, lr_at, sample_bits, step_generator, train, upgrade_decoder
+from torch_qinit.training import (TrainConfig, load_trained_ghn, lr_at, sample_bits, step_generator, train,
+                                  upgrade_decoder)
 from torch_qinit.ghn import GHN, GHNConfig
 from torch_qinit.graph import capture
 from torch_qinit.hub import save_pretrained

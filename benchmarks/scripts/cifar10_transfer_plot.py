@@ -15,6 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from torch_qinit.cli.curves import moving_average
+
 
 def main(path: str) -> None:
     rows = defaultdict(list)
@@ -26,9 +28,7 @@ def main(path: str) -> None:
         color = f"C{i}"
         steps = [int(r["step"]) for r in rs]
         acc = [100 * float(r["acc"]) for r in rs]
-        k = 20  # moving average over logged points: single batches are noisy
-        smooth = [sum(acc[max(0, j - k + 1):j + 1]) / len(acc[max(0, j - k + 1):j + 1]) for j in range(len(acc))]
-        ax.plot(steps, smooth, color=color, label=f"{run}: training batches")
+        ax.plot(steps, moving_average(acc, 20), color=color, label=f"{run}: training batches")
         val = [(int(r["step"]), 100 * float(r["val_float"])) for r in rs if r["val_float"]]
         if val:
             ax.plot(*zip(*val), "o--", color=color, label=f"{run}: val float (8 held-out nets)")

@@ -48,6 +48,12 @@ def val_series(hist: list[dict], offset: int = 0) -> dict[str, tuple[list[int], 
             for k in VAL_LABELS if any(k in h for h in hist)}
 
 
+def moving_average(values: list[float], window: int) -> list[float]:
+    """Trailing mean over the last `window` points (fewer at the start); single logged batches are noisy."""
+    k = max(1, window)
+    return [sum(values[max(0, i - k + 1):i + 1]) / len(values[max(0, i - k + 1):i + 1]) for i in range(len(values))]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="torch-qinit curves", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,16 +87,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     def smooth(v: list[float]) -> list[float]:
-        k = max(1, args.smooth)
-        return [sum(v[max(0, i - k + 1):i + 1]) / len(v[max(0, i - k + 1):i + 1]) for i in range(len(v))]
+        return moving_average(v, args.smooth)
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    styles = {"train": "-"} | dict(zip(VAL_LABELS, ("o--", "s:", "^-.")))
+    # (marker, line style, legend label) of each measured series
+    styles = {"train": ("", "-", "train batches")} | {
+        key: (marker, ls, VAL_LABELS[key]) for key, marker, ls in zip(VAL_LABELS, "os^", ("--", ":", "-."))}
     for label, steps, loss, acc, val in series:
         line, = ax1.plot(steps, smooth(loss), label=label)
         ax2.plot(steps, smooth([100 * a for a in acc]), color=line.get_color())
         for key, (vsteps, vacc) in val.items():
-            ax2.plot(vsteps, [100 * a for a in vacc], styles[key], color=line.get_color(), markersize=3)
+            marker, ls, _ = styles[key]
+            ax2.plot(vsteps, [100 * a for a in vacc], marker=marker, linestyle=ls, color=line.get_color(), markersize=3)
     ax1.set(xlabel="GHN training step", ylabel=f"loss (moving average of {args.smooth} logs)", yscale="log")
     ax2.set(xlabel="GHN training step", ylabel="accuracy of predicted nets (%)")
     if any(val for *_, val in series):
@@ -100,10 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     ax1.legend(fontsize=8)  # colour = run, on both panels
     # line style = what was measured: one grey entry each, so the legend stays short with many runs
     shown = {"train"} | {key for *_, val in series for key in val}
-    handles = [plt.Line2D([], [], color="0.3", linestyle="-" if key == "train" else styles[key][1:],
-                          marker=None if key == "train" else styles[key][0], markersize=3,
-                          label="train batches" if key == "train" else VAL_LABELS[key])
-               for key in styles if key in shown]
+    handles = [plt.Line2D([], [], color="0.3", marker=marker, linestyle=ls, markersize=3, label=name)
+               for key, (marker, ls, name) in styles.items() if key in shown]
     ax2.legend(handles=handles, fontsize=8)
     # one figure per dataset reads best; runs of several datasets are named together
     fig.suptitle(f"GHN training on {' + '.join(dict.fromkeys(datasets))} (QAT stage: bits drawn from {{2,3,4,8}}, mixed and float)")

@@ -214,17 +214,17 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
     out = Path(cfg.out)
     ckpt_dir = out / "ckpt"
     torch.manual_seed(cfg.seed)  # the GHN's own init; overwritten on resume/warm start
+    input_shape, num_classes = tuple(images.shape[1:]), int(labels.max()) + 1
     if cfg.init_from:
         ghn = upgrade_decoder(load_trained_ghn(cfg.init_from))
         # a warm start may come from another dataset (a Fashion-MNIST GHN continued on CIFAR-10): the
         # weights predict any shape, but the record must name the data this run trains on
-        ghn.config.input_shape = tuple(images.shape[1:])
-        ghn.config.num_classes = int(labels.max()) + 1
+        ghn.config.input_shape, ghn.config.num_classes = input_shape, num_classes
     else:
-        ghn = GHN(GHNConfig(**cfg.ghn, input_shape=tuple(images.shape[1:]), num_classes=int(labels.max()) + 1))
+        ghn = GHN(GHNConfig(**cfg.ghn, input_shape=input_shape, num_classes=num_classes))
     ghn.config.method = "ghn-qat" if cfg.stage == "qat" else "ghn"
     # the config's default is Fashion-MNIST's; a checkpoint must name the statistics of its own data
-    ghn.config.normalization = normalization_record(tuple(images.shape[1:])) or ghn.config.normalization
+    ghn.config.normalization = normalization_record(input_shape) or ghn.config.normalization
     ghn.config.bits = cfg.bits if cfg.stage == "qat" else ()
     device = torch.device(cfg.device)
     ghn.train().to(device)
@@ -243,7 +243,7 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
     model = ghn
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(ghn, find_unused_parameters=True)
-    cache = ArchCache(images.shape[1], int(labels.max()) + 1, image_size=images.shape[-1], device=device)
+    cache = ArchCache(input_shape[0], num_classes, image_size=input_shape[-1], device=device)
     val_set = None
     if cfg.val_every and val_data is not None and rank == 0:  # small CPU subsets, drawn before the data moves
         val_set = make_val_data(images, labels, *val_data, archs=cfg.val_archs)
