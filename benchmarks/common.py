@@ -136,18 +136,20 @@ def build_model(source: Any, seed: int = 0) -> nn.Module:
     raise TypeError(f"expected an nn.Module, an ArchSpec or (split, index); got {type(source).__name__}")
 
 
-def init_model(spec_or_model: Any, method: str, seed: int = 0, bits: Any = 4, **kwargs: Any) -> tuple[nn.Module, Any]:
-    """Build a model and initialize it with `method`; returns ``(model, InitReport)``.
+def init_model(spec_or_model: Any, method: str, seed: int = 0, bits: Any = 4, device: str | torch.device = "cpu",
+               **kwargs: Any) -> tuple[nn.Module, Any]:
+    """Build a model, move it to `device` and initialize it there with `method`; returns ``(model, InitReport)``.
 
     `spec_or_model`: ``(split, index)``, an ``ArchSpec``, or an nn.Module (a deep copy is
     initialized; the argument is left as is).  Classic methods draw from
     ``torch.Generator().manual_seed(seed)``; "ghn-qat"/"ghn" use the bundled GHN checkpoints
     (deterministic: `seed` only affects fallback parameters).  `bits` is the target weight width
     (None = float) that "ghn-qat" predicts for; extra kwargs go to ``torch_qinit.initialize_``.
+    The classic draws come from a CPU generator on any device, so a seed gives the same start on CPU and GPU.
     """
     import torch_qinit
 
-    model = build_model(spec_or_model, seed)
+    model = build_model(spec_or_model, seed).to(device)
     g = torch.Generator().manual_seed(seed)
     report = torch_qinit.initialize_(model, bits=bits, method=method, generator=g, **kwargs)
     return model, report
@@ -195,9 +197,12 @@ def ghn_available(method: str) -> bool:
 
 
 def common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add --quick, --threads, --dataset, --data-dir, --seeds and --out to `parser`; returns it."""
+    """Add --quick, --threads, --device, --dataset, --data-dir, --seeds and --out to `parser`; returns it."""
     parser.add_argument("--quick", action="store_true", help="seconds-long CI run; writes NAME.quick.* files")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--device", type=_device_arg, default=torch.device("cpu"),
+                        help="where the models run: cpu (default) or cuda; GPU results differ from CPU ones in "
+                             "rounding, so compare methods within one device")
     parser.add_argument("--dataset", choices=DATASET_NAMES, default="fmnist",
                         help="fmnist (1x28x28, default) or cifar10 (3x32x32); results of a non-default dataset "
                              "are written as NAME_DATASET.*")
@@ -209,6 +214,16 @@ def common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="seeds to run (default depends on the benchmark and --quick)")
     parser.add_argument("--out", default=None, help="results directory (default benchmarks/results)")
     return parser
+
+
+def _device_arg(name: str) -> torch.device:
+    """argparse type of --device: refused at parse time (malformed, or no such CUDA device here)."""
+    from torch_qinit.modules import resolve_device
+
+    try:
+        return resolve_device(name)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def resolve_seeds(args: argparse.Namespace, quick: Sequence[int] = (0,), full: Sequence[int] = (0, 1)) -> list[int]:

@@ -46,6 +46,7 @@ from benchmarks.common import (
     resolve_seeds,
     result_name,
 )
+from torch_qinit.modules import device_of
 
 __all__ = ["main", "run_one", "build_net", "train_float", "activation_ranges", "summarize"]
 
@@ -110,8 +111,9 @@ def activation_ranges(model: nn.Module, batches: list[Any]) -> dict[str, tuple[f
     was = model.training
     try:
         model.eval()
+        device = device_of(model)
         for batch in batches:
-            model(batch[0])
+            model(batch[0].to(device))
     finally:
         for h in hooks:
             h.remove()
@@ -122,6 +124,7 @@ def activation_ranges(model: nn.Module, batches: list[Any]) -> dict[str, tuple[f
 def train_float(model: nn.Module, loader, steps: int, lr: float) -> tuple[float, bool]:
     """`steps` Adam steps (cycling over `loader`); returns (mean loss of the last 10 steps, diverged)."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
+    device = device_of(model)
     model.train()
     losses: list[float] = []
     step = 0
@@ -129,7 +132,7 @@ def train_float(model: nn.Module, loader, steps: int, lr: float) -> tuple[float,
         for x, y in loader:
             if step >= steps:
                 break
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(model(x.to(device)), y.to(device))
             if not torch.isfinite(loss):
                 return math.nan, True
             opt.zero_grad(set_to_none=True)
@@ -156,7 +159,7 @@ def run_one(block: str, method: str, seed: int, args, train_loader, test_loader,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model, report = init_model(build_net(block, in_channels(getattr(args, "dataset", "fmnist"))), method,
-                                   seed=seed, bits=4)
+                                   seed=seed, bits=4, device=getattr(args, "device", "cpu"))
     row: dict[str, Any] = {"block": block, "init": method, "seed": seed, "steps": args.steps,
                            "params": sum(p.numel() for p in model.parameters()),
                            "ghn_share": round(sum(s == "ghn" for s in report.sources.values())
@@ -167,11 +170,11 @@ def run_one(block: str, method: str, seed: int, args, train_loader, test_loader,
     if diverged or not _finite_params(model):
         row.update(status="diverged", float_acc=math.nan, seconds=round(time.perf_counter() - t0, 2))
         return row, []
-    row["float_acc"] = accuracy(model, test_loader)
+    row["float_acc"] = accuracy(model, test_loader, device_of(model))
     for bits in PTQ_BITS:
         q = quantize_model(model, w_bits=bits, fold_bn=True, calib_data=calib)
         q.eval()
-        row[f"w{bits}a{bits}_acc"] = accuracy(q, test_loader)
+        row[f"w{bits}a{bits}_acc"] = accuracy(q, test_loader, device_of(q))
         row[f"drop_w{bits}a{bits}"] = row["float_acc"] - row[f"w{bits}a{bits}_acc"]
     folded = fold_bn(model)  # the weights PTQ actually quantizes
     for bits in PTQ_BITS:
@@ -419,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
             f"initializer draw and the data order (GHN predictions are deterministic, so for ghn/ghn-qat only "
             f"the data order varies; ghn-qat predicts for 4-bit weights). PTQ: BN folded, per-channel symmetric weights, per-tensor min/max "
             f"activations calibrated on {calib_n} training batches; the network input stays at 8 bits. "
-            f"Seeds: {seeds}. Elapsed: {(time.perf_counter() - t_start) / 60:.1f} min."
+            f"Seeds: {seeds}. Device: {args.device}. Elapsed: {(time.perf_counter() - t_start) / 60:.1f} min."
         )
         if not args.quick and args.methods is None:
             notes.append(f"- Classic initializers reduced to a representative subset ({', '.join(FULL_CLASSIC)}); "

@@ -48,7 +48,7 @@ from benchmarks.common import (
     result_name,
 )
 
-__all__ = ["main", "run_one", "mean_curves", "first_reach", "analyse"]
+__all__ = ["main", "run_one", "read_runs", "mean_curves", "first_reach", "analyse"]
 
 NAME = "qat_from_init"
 logger = logging.getLogger(__name__)
@@ -74,13 +74,14 @@ def run_one(arch: int, bits: int, method: str, seed: int, args, train_loader, te
         warnings.simplefilter("ignore")
         # --logit-std caps a GHN prediction's logits (initialize_'s logit_std); classic inits take no cap
         extra = {"logit_std": args.logit_std} if getattr(args, "logit_std", None) and method in GHN_METHODS else {}
+        device = getattr(args, "device", "cpu")
         model, report = init_model((getattr(args, "split", "test"), arch, in_channels(getattr(args, "dataset", "fmnist"))),
-                                   method, seed=seed, bits=bits, **extra)
+                                   method, seed=seed, bits=bits, device=device, **extra)
     # Step 0 = zero-shot: BN statistics re-estimated on training batches (no gradient), activation
     # ranges calibrated, quantized exactly as QAT quantizes (BN kept, not folded).
     recalibrate_bn(model, recal)
     q0 = quantize_model(model, w_bits=bits, fold_bn=False, calib_data=recal).eval()
-    acc0 = accuracy(q0, test_loader)
+    acc0 = accuracy(q0, test_loader, device)
     del q0
     train_loader.generator.manual_seed(seed)  # the seed sets the data order as well as the init draw
     with warnings.catch_warnings():
@@ -97,9 +98,46 @@ def run_one(arch: int, bits: int, method: str, seed: int, args, train_loader, te
         "ghn_share": round(sum(s == "ghn" for s in report.sources.values()) / max(1, len(report.sources)), 3),
         "acc_step0": acc0, "final_acc": curve[-1][1], "best_acc": max(a for _, a in curve),
         "final_loss": (sum(finite[-10:]) / len(finite[-10:])) if finite else math.nan,
-        "skipped_steps": res.skipped_steps, "seconds": round(time.perf_counter() - t0, 2), "status": "ok",
+        "skipped_steps": res.skipped_steps, "seconds": round(time.perf_counter() - t0, 2), "device": str(device),
+        "status": "ok",
     }
     return row, curve, list(res.losses)
+
+
+def read_runs(paths: list[str]) -> tuple[list[dict], list[dict]]:
+    """(rows, curve rows) recorded by earlier runs: each ``NAME[.quick].csv`` and ``NAME_curves[.quick].csv`` beside it,
+    typed as :func:`run_one` returns them.  ValueError when two files hold the same run."""
+    import csv
+    from pathlib import Path
+
+    def typed(r: dict, ints: tuple[str, ...], floats: tuple[str, ...]) -> dict:
+        out = dict(r)
+        for k in ints:
+            if out.get(k) not in (None, ""):
+                out[k] = int(out[k])
+        for k in floats:
+            out[k] = float(out[k]) if out.get(k) not in (None, "") else math.nan
+        return out
+
+    rows: list[dict] = []
+    curve_rows: list[dict] = []
+    seen: dict[tuple, str] = {}
+    for p in map(Path, paths):
+        stem, _, ext = p.name.partition(".")  # NAME.csv or NAME.quick.csv
+        curves = p.with_name(f"{stem}_curves.{ext}")
+        with p.open() as f:
+            new = [typed(r, ("arch", "bits", "seed", "steps", "params", "skipped_steps"),
+                         ("acc_step0", "final_acc", "best_acc", "final_loss", "seconds", "ghn_share"))
+                   for r in csv.DictReader(f)]
+        for r in new:
+            key = (r["arch"], r["bits"], r["method"], r["seed"])
+            if key in seen:
+                raise ValueError(f"arch {key[0]} W{key[1]} {key[2]} seed {key[3]} is in both {seen[key]} and {p}")
+            seen[key] = str(p)
+        rows += new
+        with curves.open() as f:
+            curve_rows += [typed(r, ("arch", "bits", "seed", "step"), ("acc",)) for r in csv.DictReader(f)]
+    return rows, curve_rows
 
 
 # --------------------------------------------------------------------------- analysis
@@ -246,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recal-batches", type=int, default=None, help="BN recalibration / calibration batches")
     parser.add_argument("--train-size", type=int, default=None, help="train subset (0 = all; default per mode)")
     parser.add_argument("--test-size", type=int, default=None, help="test subset for the curves (full 500)")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="CSV",
+                        help="report the runs recorded in these earlier results (NAME.csv, with NAME_curves.csv "
+                             "beside each) instead of running: for one benchmark split across processes or "
+                             "machines; give the same --split/--optimizer/--steps/--lr/--eval-every they ran with")
     args = parser.parse_args(argv)
     from torch_qinit.space import SPLIT_SIZES
 
@@ -296,13 +338,23 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[dict] = []
     curve_rows: list[dict] = []
+    if args.merge:
+        try:
+            rows, curve_rows = read_runs(args.merge)
+        except (OSError, ValueError, KeyError) as exc:
+            parser.error(f"--merge: {exc}")
+        archs = sorted({r["arch"] for r in rows})
+        bits_list = sorted({r["bits"] for r in rows}, reverse=True)
+        methods = list(dict.fromkeys(r["method"] for r in rows))
+        seeds = sorted({r["seed"] for r in rows})
+        notes.append(f"- Merged from {len(args.merge)} result file(s) of separate runs (`--merge`).")
     with bench_context(args):
         train_loader, test_loader = load_data(args.quick, args.data_dir, dataset=args.dataset,
                                               train_size=args.train_size, test_size=test_size)
         recal = fixed_batches(train_loader, recal_n)  # the same batches for every run
         total = len(archs) * len(bits_list) * len(methods) * len(seeds)
         t_start = time.perf_counter()
-        for arch in archs:
+        for arch in archs if not args.merge else []:
             for bits in bits_list:
                 for method in methods:
                     for seed in seeds:
@@ -356,7 +408,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{train_loader.batch_size}, BN kept (not folded), per-channel symmetric weights, per-tensor "
             f"activations over the batch range (EMA of it at evaluation). Step 0 is zero-shot: BN statistics "
             f"re-estimated and activation ranges calibrated on {recal_n} training batches, no gradient step. "
-            f"Accuracy every {args.eval_every} steps. Elapsed: {(time.perf_counter() - t_start) / 60:.1f} min."
+            f"Accuracy every {args.eval_every} steps. Device: "
+            f"{', '.join(sorted({str(r['device']) for r in rows if r.get('device')})) or args.device}. "
+            + (f"Elapsed: {(time.perf_counter() - t_start) / 60:.1f} min." if not args.merge else
+               f"Run time, summed over the merged runs: {math.fsum(r['seconds'] for r in rows if r.get('status') == 'ok') / 60:.1f} min.")
         )
         body = "\n\n".join(filter(None, [
             "**Quick mode: a smoke test; these numbers mean nothing.**" if args.quick else "",

@@ -124,6 +124,7 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         cfg["methods"] = list(GHN_METHODS) + classic_methods()
     cfg["seeds"] = resolve_seeds(args, quick=(0,), full=(0, 1))
     cfg["dataset"] = args.dataset
+    cfg["device"] = str(args.device)
     cfg["name"] = result_name(NAME, args.dataset)
     return cfg
 
@@ -165,12 +166,13 @@ def run(cfg: dict[str, Any], data_dir: str | None, log: Any = print) -> tuple[li
                 for b in cfg["bits"]:
                     if model is None or per_bits:
                         t0 = time.perf_counter()
-                        model, report = init_model(spec, method, seed, bits=b if per_bits else 4)
+                        model, report = init_model(spec, method, seed, bits=b if per_bits else 4,
+                                                   device=cfg.get("device", "cpu"))
                         init_ms = (time.perf_counter() - t0) * 1000
                         recalibrate_bn(model, cal, cfg["recal_batches"])
                     t0 = time.perf_counter()
                     acc = evaluate(model, b, test, calib_loader=cal, recal_batches=0,
-                                   calib_batches=cfg["calib_batches"])
+                                   calib_batches=cfg["calib_batches"], device=cfg.get("device", "cpu"))
                     row = {"split": split, "arch": idx, "params": n_params, "bn": spec.use_bn, "method": method,
                            "seed": seed, "bits": "float" if b is None else b, "accuracy": acc}
                     if b is not None:
@@ -331,7 +333,7 @@ def _markdown(summary, cfg, skipped, elapsed, threads, pngs) -> str:
         "every method, architecture and seed)",
         f"- BN recalibration: {cfg['recal_batches']} training batches of {cfg['batch_size']}; activation "
         f"calibration: {cfg['calib_batches']} of the same batches (the same batches for every method)",
-        f"- {threads} CPU thread(s); wall time {elapsed / 60:.1f} min",
+        f"- {threads} CPU thread(s), models on {cfg.get('device', 'cpu')}; wall time {elapsed / 60:.1f} min",
         "",
         "Notes:",
         "",

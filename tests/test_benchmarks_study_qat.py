@@ -153,6 +153,25 @@ def test_qat_from_init_logit_std_goes_to_ghn_starts_and_names_its_files(standin_
     assert "logit_std=1" in md and "--logit-std 1" in md
 
 
+@needs_fmnist
+def test_qat_from_init_merge_of_runs_split_by_seed_equals_the_joint_run(standin_weights, tmp_path):
+    # A benchmark split across processes (one seed each) and merged reports what one process running
+    # every seed reports: each run is seeded on its own, so where it ran does not matter.
+    common = ("--bits", "4", "--steps", "2")
+    bench("qat_from_init", standin_weights, *common, "--seeds", "0", "1", "--out", str(tmp_path / "joint"))
+    for seed in ("0", "1"):
+        bench("qat_from_init", standin_weights, *common, "--seeds", seed, "--out", str(tmp_path / seed))
+    parts = [str(tmp_path / seed / "qat_from_init.quick.csv") for seed in ("0", "1")]
+    bench("qat_from_init", standin_weights, *common, "--merge", *parts, "--out", str(tmp_path / "merged"))
+    joint = read_csv(tmp_path / "joint" / "qat_from_init_summary.quick.csv")
+    merged = read_csv(tmp_path / "merged" / "qat_from_init_summary.quick.csv")
+    assert merged == joint and {s["runs"] for s in merged} == {"2"}
+    md = (tmp_path / "merged" / "qat_from_init.quick.md").read_text()
+    assert "seeds [0, 1]" in md and "Merged from 2 result file(s)" in md and "Device: cpu" in md
+    with pytest.raises(AssertionError, match="is in both"):  # the same run twice is refused, not double-counted
+        bench("qat_from_init", standin_weights, *common, "--merge", parts[0], parts[0], "--out", str(tmp_path / "x"))
+
+
 def test_qat_from_init_rejects_a_logit_std_the_library_refuses(tmp_path):
     from benchmarks.qat_from_init import main
 

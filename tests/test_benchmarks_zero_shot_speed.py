@@ -148,6 +148,13 @@ def test_common_result_names_and_data():
     assert parser.parse_args(["--dataset", "cifar10"]).dataset == "cifar10"
     with pytest.raises(SystemExit):
         parser.parse_args(["--dataset", "mnist"])
+    assert parser.parse_args([]).device == torch.device("cpu")
+    with pytest.raises(SystemExit):  # a malformed device is a usage error at parse time, not a failed run later
+        parser.parse_args(["--device", "gpu0"])
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--device", "cuda"])
+
 
 
 def _check_speed(out: Path, expect_ghn: bool) -> None:

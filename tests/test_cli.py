@@ -105,6 +105,11 @@ def test_demo_bad_arguments(capsys):
     assert "bogus" in capsys.readouterr().err
     assert main(["demo", "--archs", "0"]) == 2
     assert main(["demo", "--bits", "1"]) == 2
+    assert main(["demo", "--device", "gpu0"]) == 2  # refused before any data loads
+    assert "--device: device 'gpu0' is not a device name" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["demo", "--device", "cuda"]) == 2
+        assert "no CUDA device" in capsys.readouterr().err
 
 
 @pytest.fixture

@@ -101,3 +101,14 @@ def test_accuracy_helper():
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
     y = torch.tensor([0, 1, 1, 1])
     assert accuracy(model, [(x, y)]) == 0.75
+
+
+def test_resolve_device_checks_names_against_this_machine():
+    from torch_qinit.modules import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="not a device name"):
+        resolve_device("gpu0")
+    n = torch.cuda.device_count()
+    with pytest.raises(ValueError, match="CUDA device"):  # no CUDA here, or an index past the last GPU
+        resolve_device(f"cuda:{n}" if n else "cuda")

@@ -223,7 +223,7 @@ def test_fit_steps_to_budget_bounds():
 
 
 def test_device_names_are_checked_before_any_work():
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match="not a device name"):
         TrainConfig(device="not-a-device")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):

@@ -1,6 +1,7 @@
 """Small helpers on a model that several parts of the library need: one definition each.
 
 - :func:`device_of`: where a model's parameters live;
+- :func:`resolve_device`: a device name from a user (``--device``) checked against this machine;
 - :func:`preserved_modes`: run a body that switches train/eval modes, then put every module's mode back;
 - :func:`batch_input`: the input tensor of a batch (a tensor, or the first item of ``(x, y)``);
 - :func:`owned_parameters`: the model walk, every parameter under every name (tied ones included);
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["device_of", "preserved_modes", "batch_input", "owned_parameters", "distinct_parameters", "check_writable",
+__all__ = ["device_of", "resolve_device", "preserved_modes", "batch_input", "owned_parameters", "distinct_parameters", "check_writable",
            "write_values"]
 
 #: One entry of :func:`owned_parameters`: (full name, owning module, local name, parameter).
@@ -27,6 +28,21 @@ def device_of(model: nn.Module) -> torch.device:
     """The device of `model`'s first parameter; CPU for a model without parameters."""
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """`name` as a torch.device, refused up front (ValueError) when it is malformed or names a CUDA device
+    this machine does not have, so a run fails before its data loads rather than at its first batch."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device {name!r} is not a device name (cpu, cuda, cuda:1...): {exc}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r}: torch sees no CUDA device on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 @contextlib.contextmanager

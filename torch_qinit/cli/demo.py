@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo_results", help="output folder (default ./demo_results)")
     # One thread by default: the demo's nets are tiny (<= 0.1M parameters, 28x28 inputs), so intra-op
     # threads gain little, while oversubscribed cores (any other busy process) made 2 threads 3-4x slower.
+    p.add_argument("--device", default="cpu",
+                   help="where the models run: cpu (default) or cuda (GPU numbers differ from CPU ones in rounding)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0: torch's default)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             archs=args.archs, qat_steps=args.qat_steps, eval_every=args.eval_every, bits=args.bits,
             methods=args.methods.split(","), batch_size=args.batch_size, lr=args.lr, calib_batches=args.calib_batches,
             test_subset=args.test_subset, curve_subset=args.curve_subset, seed=args.seed, dataset=args.dataset,
-            data_dir=args.data_dir)
+            data_dir=args.data_dir, device=args.device)
     except CompareError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch_qinit demo: W{args.bits}A{args.bits} on {data.title} ({len(data.train.dataset)} train / "
           f"{len(data.test.dataset)} test images, loaded in {data.seconds:.1f} s), {args.archs} held-out "
           f"architectures, {args.qat_steps}-step QAT (batch {args.batch_size}, Adam lr {args.lr:g}), torch threads "
-          f"{torch.get_num_threads()}")
+          f"{torch.get_num_threads()}, models on {cfg.device}")
     for m, ghn in ghns.items():
         steps = (ghn.config.training or {}).get("steps")
         trained = f"{steps} training steps" if steps else "training not recorded"
@@ -141,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  note: arch {d.arch} {d.run.method}: {note}")
 
     footer = [f"- command: `torch-qinit demo {' '.join(shlex.quote(a) for a in argv)}`",
-              f"- machine: {machine_string()}", f"- total time: {time.perf_counter() - t_start:.0f} s",
+              f"- machine: {machine_string()}, models on {cfg.device}",
+              f"- total time: {time.perf_counter() - t_start:.0f} s",
               f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"]
     plot = not args.no_plot
     if plot and pyplot() is None:

@@ -40,8 +40,10 @@ class DemoConfig:
     seed: int = 0
     dataset: str = "fmnist"
     data_dir: str | None = None
+    device: str = "cpu"  # where the models are initialized, trained and evaluated
 
     def __post_init__(self) -> None:
+        from torch_qinit.modules import resolve_device
         from torch_qinit.space import SPLIT_SIZES
 
         self.methods = parse_methods(self.methods)  # CompareError naming the valid ones
@@ -49,6 +51,10 @@ class DemoConfig:
             raise CompareError(f"--archs must be in 1..{SPLIT_SIZES['test']}")
         if not 2 <= self.bits <= 8 or self.qat_steps < 0 or self.batch_size < 1 or self.calib_batches < 1:
             raise CompareError("--bits must be in 2..8, --qat-steps >= 0, --batch-size and --calib-batches >= 1")
+        try:
+            self.device = str(resolve_device(self.device))
+        except ValueError as exc:
+            raise CompareError(f"--device: {exc}") from None
 
     @property
     def range_batches(self) -> int:
@@ -185,7 +191,8 @@ def run_demo(cfg: DemoConfig, data: DemoData, methods: list[str], ghns: dict[str
                 run = RunResult(m, cfg.bits, cfg.bits, cfg.seed * 1000 + i)
                 res = run_one(run, _seeded_build(spec), Data(data.train, data.test, data.title), data.calib,
                               steps=cfg.qat_steps, eval_every=eval_every, lr=cfg.lr, nan_patience=None,
-                              weights=ghns.get(m), curve_data=data.curve, qat_seed=cfg.seed, progress=progress,
+                              weights=ghns.get(m), curve_data=data.curve, qat_seed=cfg.seed, device=cfg.device,
+                              progress=progress,
                               desc=f"qat arch {i} {m}")
                 result.runs.append(DemoRun(i, run, res.seconds if res is not None else 0.0))
                 if bar is not None:

@@ -30,6 +30,7 @@ from ..ghn import GHN, GHNConfig
 from ..ghn.calibration import calibrated_layers, unit_std_hook
 from ..graph import capture
 from ..graph.arch_graph import WEIGHT_OPS
+from ..modules import resolve_device
 from ..quant import quantize_model, set_quant_bits
 from ..space import SPLIT_SIZES, get_arch
 from .item_grads import backward_per_item
@@ -95,8 +96,7 @@ class TrainConfig:
             raise ValueError(f"val_every must be >= 0 (0 disables validation), got {self.val_every}")
         if self.time_budget is not None and not (self.time_budget > 0 and math.isfinite(self.time_budget)):
             raise ValueError(f"time_budget must be a positive number of minutes, got {self.time_budget}")
-        if torch.device(self.device).type == "cuda" and not torch.cuda.is_available():  # also: a malformed name
-            raise ValueError(f"device {self.device!r}: torch sees no CUDA device on this machine")
+        resolve_device(self.device)  # ValueError: malformed, or a CUDA device this machine lacks
         if self.val_every and not 1 <= self.val_archs <= SPLIT_SIZES["val"]:
             raise ValueError(f"val_archs must be in 1..{SPLIT_SIZES['val']}, got {self.val_archs}")
 
