@@ -89,7 +89,8 @@ def run_one(arch: int, bits: int, method: str, seed: int, args, train_loader, te
         res = qat_finetune(model, bits, train_loader, steps=args.steps, lr=args.lr,
                            optimizer=getattr(args, "optimizer", "adam"),
                            eval_fn=lambda q: qat_accuracy(q, test_loader), eval_every=args.eval_every,
-                           generator=torch.Generator().manual_seed(seed))
+                           generator=torch.Generator().manual_seed(seed),
+                           clip_grad_norm=getattr(args, "clip_grad", None))
     curve = [(0, acc0)] + [(int(s), float(a)) for s, a in res.curve]
     finite = [v for v in res.losses if math.isfinite(v)]
     row = {
@@ -98,7 +99,8 @@ def run_one(arch: int, bits: int, method: str, seed: int, args, train_loader, te
         "ghn_share": round(sum(s == "ghn" for s in report.sources.values()) / max(1, len(report.sources)), 3),
         "acc_step0": acc0, "final_acc": curve[-1][1], "best_acc": max(a for _, a in curve),
         "final_loss": (sum(finite[-10:]) / len(finite[-10:])) if finite else math.nan,
-        "skipped_steps": res.skipped_steps, "seconds": round(time.perf_counter() - t0, 2), "device": str(device),
+        "skipped_steps": res.skipped_steps, "clipped_steps": res.clipped_steps,
+        "seconds": round(time.perf_counter() - t0, 2), "device": str(device),
         "status": "ok",
     }
     return row, curve, list(res.losses)
@@ -126,7 +128,7 @@ def read_runs(paths: list[str]) -> tuple[list[dict], list[dict]]:
         stem, _, ext = p.name.partition(".")  # NAME.csv or NAME.quick.csv
         curves = p.with_name(f"{stem}_curves.{ext}")
         with p.open() as f:
-            new = [typed(r, ("arch", "bits", "seed", "steps", "params", "skipped_steps"),
+            new = [typed(r, ("arch", "bits", "seed", "steps", "params", "skipped_steps", "clipped_steps"),
                          ("acc_step0", "final_acc", "best_acc", "final_loss", "seconds", "ghn_share"))
                    for r in csv.DictReader(f)]
         for r in new:
@@ -281,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--logit-std", type=float, default=None,
                         help="GHN methods only: initialize_(..., logit_std=V), which caps the predicted logits' std "
                              "(default: no cap); results get a _logitV suffix")
+    parser.add_argument("--clip-grad", type=float, default=None, metavar="NORM",
+                        help="clip every QAT step's gradient to this total norm, for every start (qat_finetune's "
+                             "clip_grad_norm; default: no clipping); results get a _clipNORM suffix")
     parser.add_argument("--recal-batches", type=int, default=None, help="BN recalibration / calibration batches")
     parser.add_argument("--train-size", type=int, default=None, help="train subset (0 = all; default per mode)")
     parser.add_argument("--test-size", type=int, default=None, help="test subset for the curves (full 500)")
@@ -322,8 +327,15 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(f"--logit-std: {exc}")
         name += f"_logit{args.logit_std:g}"
+    if args.clip_grad is not None:
+        if not (math.isfinite(args.clip_grad) and args.clip_grad > 0):
+            parser.error(f"--clip-grad must be a positive number, got {args.clip_grad}")
+        name += f"_clip{args.clip_grad:g}"
 
     notes = []
+    if args.clip_grad is not None:
+        notes.append(f"- Every QAT run clips its gradient to total norm {args.clip_grad:g} "
+                     "(`qat_finetune(..., clip_grad_norm=...)`); `clipped_steps` in the CSV counts the steps it cut.")
     for m in list(methods):
         why = ghn_unavailable_reason(m)
         if why:

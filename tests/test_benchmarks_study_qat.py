@@ -172,6 +172,16 @@ def test_qat_from_init_merge_of_runs_split_by_seed_equals_the_joint_run(standin_
         bench("qat_from_init", standin_weights, *common, "--merge", parts[0], parts[0], "--out", str(tmp_path / "x"))
 
 
+@needs_fmnist
+def test_qat_from_init_clip_grad_goes_to_every_start_and_names_its_files(standin_weights, tmp_path):
+    bench("qat_from_init", standin_weights, "--bits", "4", "--steps", "2", "--clip-grad", "1e-6",
+          "--out", str(tmp_path))
+    rows = read_csv(tmp_path / "qat_from_init_clip1e-06.quick.csv")
+    assert {r["method"] for r in rows} == {"ghn-qat", "he_normal"}
+    assert all(r["status"] == "ok" and r["clipped_steps"] == "2" for r in rows)  # every step cut, every start
+    assert "clips its gradient to total norm 1e-06" in (tmp_path / "qat_from_init_clip1e-06.quick.md").read_text()
+
+
 def test_qat_from_init_rejects_a_logit_std_the_library_refuses(tmp_path):
     from benchmarks.qat_from_init import main
 

@@ -233,3 +233,23 @@ def test_a_module_registered_under_two_names_is_calibrated_not_skipped():
     outs = _outputs(model, preds, x)
     assert outs["0"].std().item() == pytest.approx(1.0, rel=1e-4)
     assert outs["2"].std().item() == pytest.approx(1.0, rel=1e-4)  # its first call, after layer 0's fix
+
+
+@pytest.mark.parametrize("device, dtype", [
+    ("cpu", torch.float64),
+    pytest.param("cuda", torch.float32, marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")),
+])
+def test_a_model_of_another_dtype_or_device_is_calibrated_not_skipped(device, dtype):
+    # The GHN predicts float32 CPU tensors; a float64 or CUDA model used to fail the calibration forward
+    # (mixed dtypes/devices) and silently keep its uncalibrated scales. Now it gets the float32 CPU result.
+    ref_model = mlp()
+    ref_preds = preds_of(ref_model)
+    x = torch.randn(BATCH, 6, generator=torch.Generator().manual_seed(1))
+    ref = calibrate_scales(ref_model, capture(ref_model), ref_preds, example_input=x)
+    model = mlp().to(device=device, dtype=dtype)
+    preds = preds_of(mlp())  # float32 on the CPU, as the GHN returns them
+    result = calibrate_scales(model, capture(model), preds, example_input=x.to(device=device, dtype=dtype))
+    assert result.skipped is None and set(result.factors) == {"0", "2"}
+    for name in ref.factors:
+        assert result.factors[name] == pytest.approx(ref.factors[name], rel=1e-4)
+    assert all(v.device.type == "cpu" and v.dtype == torch.float32 for v in preds.values())  # still the GHN's

@@ -97,6 +97,9 @@ def test_bad_arguments():
         qat_finetune(net(), 4, train_loader(), steps=1, optimizer="lamb")
     with pytest.raises(ValueError, match="no batches"):
         qat_finetune(net(), 4, [], steps=1)
+    for bad in (0, -1.0, float("inf"), float("nan"), True, "5"):
+        with pytest.raises(ValueError, match="clip_grad_norm"):
+            qat_finetune(net(), 4, train_loader(), steps=1, clip_grad_norm=bad)
     with pytest.raises(ValueError, match="quantized layers"):
         qat_accuracy(net(), train_loader())
 
@@ -118,6 +121,33 @@ def test_non_finite_loss_is_skipped():
     with pytest.warns(UserWarning, match="skipped 1 of 4"):
         res = qat_finetune(net(), 4, train_loader(), steps=4, loss_fn=loss_fn)
     assert res.skipped_steps == 1
+    assert all(torch.isfinite(p).all() for p in res.model.parameters())
+
+
+def test_clip_grad_norm_bounds_each_update():
+    # SGD with Nesterov momentum 0.9 moves the weights by lr * 1.9 * gradient on its first step, so a
+    # clipped gradient bounds that move; unclipped, the same step moves them much further.
+    def moved(clip):
+        model = net()
+        before = torch.cat([p.detach().flatten() for p in model.parameters()])
+        res = qat_finetune(model, 4, train_loader(), steps=1, optimizer="sgd", lr=0.1, clip_grad_norm=clip)
+        after = torch.cat([p.detach().flatten() for p in res.model.parameters()])
+        return float((after - before).norm()), res.clipped_steps
+
+    clipped, n_clipped = moved(1e-3)
+    free, n_free = moved(None)
+    assert n_clipped == 1 and n_free == 0
+    assert clipped <= 0.1 * 1.9 * 1e-3 * 1.001 < free
+
+
+def test_a_non_finite_gradient_is_skipped_when_clipping():
+    def loss_fn(logits, y):  # a finite loss whose gradient is NaN: d sqrt(u)/du is inf at u = 0, times 0
+        return nn.functional.cross_entropy(logits, y) + torch.sqrt((logits * 0).sum())
+
+    with pytest.warns(UserWarning, match="skipped 2 of 2"):
+        res = qat_finetune(net(), 4, train_loader(), steps=2, optimizer="sgd", lr=0.1, clip_grad_norm=1.0,
+                           loss_fn=loss_fn)
+    assert res.skipped_steps == 2
     assert all(torch.isfinite(p).all() for p in res.model.parameters())
 
 

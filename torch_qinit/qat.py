@@ -58,6 +58,7 @@ class QATResult:
         seconds: wall-clock time of the training loop, evaluations included.
         steps_run: optimizer steps actually run (< ``steps`` when `nan_patience` stopped the run).
         diverged: the run ended in NaN: its last loss was not finite, or a trained parameter is.
+        clipped_steps: steps whose gradient norm exceeded `clip_grad_norm` and was scaled down to it.
     """
 
     model: nn.Module
@@ -68,6 +69,7 @@ class QATResult:
     seconds: float = 0.0
     steps_run: int = 0
     diverged: bool = False
+    clipped_steps: int = 0
 
     @property
     def final_metric(self) -> float | None:
@@ -151,6 +153,7 @@ def qat_finetune(
     desc: str = "qat",
     epochs: int | None = None,
     nan_patience: int | None = None,
+    clip_grad_norm: float | None = None,
 ) -> QATResult:
     """Quantization-aware training of a fake-quantized copy of `model`; `model` itself is untouched.
 
@@ -187,6 +190,10 @@ def qat_finetune(
             needs a length).
         nan_patience: stop early after this many consecutive non-finite losses (the run has
             diverged; the remaining steps would only burn time); None never stops.
+        clip_grad_norm: scale each step's gradient down to this total norm when it is larger
+            (``torch.nn.utils.clip_grad_norm_``); None (default) never clips.  GHN starts need it
+            under SGD at lr 0.02: their first gradients are 2-10x He's, and without it 4 of 12
+            ``classic`` nets diverge (README, "QAT from each init").
 
     Returns:
         A :class:`QATResult` holding the trained quantized model (in eval mode), the eval
@@ -221,6 +228,9 @@ def qat_finetune(
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if clip_grad_norm is not None and not (isinstance(clip_grad_norm, (int, float)) and not isinstance(
+            clip_grad_norm, bool) and math.isfinite(clip_grad_norm) and clip_grad_norm > 0):
+        raise ValueError(f"clip_grad_norm must be a positive number or None, got {clip_grad_norm!r}")
 
     qmodel = quantize_model(model, w_bits=bits, a_bits=act_bits if act_bits is not None else bits,
                             fold_bn=False, lsq=lsq)
@@ -256,15 +266,20 @@ def qat_finetune(
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
         batches = _cycle(train_loader)
         qmodel.train()
-        bad_run = 0  # consecutive non-finite losses
+        bad_run = 0  # consecutive skipped steps (non-finite loss, or gradient when clipping)
         try:
             for step in range(1, steps + 1):
                 x, y = _split(next(batches))
                 loss = loss_fn(qmodel(x.to(device)), y.to(device))
                 value = float(loss.detach())
+                norm = 0.0
                 if math.isfinite(value):
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
+                    if clip_grad_norm is not None:  # a non-finite norm cannot be clipped: that step is skipped
+                        norm = float(torch.nn.utils.clip_grad_norm_(params, float(clip_grad_norm)))
+                        result.clipped_steps += int(norm > clip_grad_norm)
+                if math.isfinite(value) and math.isfinite(norm):
                     opt.step()
                     bad_run = 0
                 else:  # one bad batch (e.g. an overflow) must not turn every weight into NaN
@@ -291,7 +306,8 @@ def qat_finetune(
     result.seconds = time.perf_counter() - t0
     result.diverged = not math.isfinite(result.losses[-1]) or not _all_finite(qmodel)
     if result.skipped_steps:
-        warnings.warn(f"qat_finetune: skipped {result.skipped_steps} of {steps} steps with a non-finite loss",
+        warnings.warn(f"qat_finetune: skipped {result.skipped_steps} of {steps} steps with a non-finite loss"
+                      + (" or gradient" if clip_grad_norm is not None else ""),
                       stacklevel=2)
     qmodel.eval()
     logger.info("qat_finetune: %d steps in %.1f s, final loss %.4f%s", steps, result.seconds,

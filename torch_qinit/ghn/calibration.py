@@ -138,7 +138,8 @@ def unit_std_hook(_module: nn.Module, _inputs: Any, out: torch.Tensor) -> torch.
 
 
 def _untied_state(model: nn.Module, preds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The model's state with `preds` put in, each tensor under one name only.
+    """The model's state with `preds` put in (on each replaced tensor's device and dtype), each tensor under
+    one name only.
 
     A module registered under two names (``nn.Sequential(lin, act, lin)``) lists its tensors twice, and
     `functional_call` refuses two values for tied names; it ties them itself from the first one.
@@ -155,7 +156,10 @@ def _untied_state(model: nn.Module, preds: dict[str, torch.Tensor]) -> dict[str,
     for name, value in preds.items():
         key = alias.get(name, name)
         if key == name or key not in preds:  # the first name's prediction decides for its aliases
-            state[key] = value.detach()
+            # The GHN predicts float32 on the CPU; the forward runs where the model lives and in its dtype
+            # (a CUDA or float64 model given CPU float32 weights fails, and calibration would be skipped).
+            like = state.get(key)
+            state[key] = value.detach() if like is None else value.detach().to(device=like.device, dtype=like.dtype)
     return state
 
 
