@@ -748,3 +748,25 @@ def test_calibration_runs_on_the_example_input(ghn_dir):
     torch_qinit.initialize_(large, bits=4, weights=ghn_dir, example_input=10 * x)
     ratio = small[0].weight.detach() / large[0].weight.detach()
     torch.testing.assert_close(ratio, torch.full_like(ratio, 10.0), rtol=1e-2, atol=0)  # biases: not exactly
+
+
+def test_a_calibration_pass_that_cannot_run_the_model_warns():
+    # The GHN can serve this model, but its forward refuses the synthetic calibration batch: the
+    # predicted layers then keep the GHN's raw scale, and the user hears about it (it used to be silent).
+    class Picky(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(784, 32), nn.Linear(32, 10)
+
+        def forward(self, x):
+            torch._assert(x.shape[0] == 3, "this model only takes batches of 3")
+            return self.b(torch.relu(self.a(x.flatten(1))))
+
+    model = Picky()
+    with pytest.warns(UserWarning, match="calibration pass could not run the model"):
+        report = torch_qinit.initialize_(model, bits=4, generator=0)
+    assert "forward pass failed" in report.calibration_note
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a batch the model accepts: calibrated, no warning
+        report = torch_qinit.initialize_(Picky(), bits=4, generator=0, example_input=torch.randn(3, 1, 28, 28))
+    assert "rescaled" in report.calibration_note

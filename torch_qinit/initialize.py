@@ -162,6 +162,11 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
         calibration = calibrate_scales(model, graph, preds, example_input, image_size=ghn.config.input_shape[-1],
                                        logit_std=logit_std)
         calibration_note = calibration.summary()
+        if calibration.skipped and calibration.skipped.startswith("forward pass failed"):
+            # not silent: without it, layers no norm follows keep the GHN's raw scale (deep no-BN nets suffer)
+            warnings.warn(f"initialize_: the calibration pass could not run the model ({calibration.skipped}); the "
+                          "predicted layers keep the GHN's raw scale. An example_input the model accepts fixes it",
+                          stacklevel=2)
     elif logit_std is not None:
         calibration_note = f"logit_std {logit_std:g} ignored: a version-1 GHN has no calibration pass"
         warnings.warn(f"the GHN ({getattr(ghn, 'source_id', 'unsaved')}) is version 1, which has no calibration "
