@@ -24,7 +24,6 @@ import tarfile
 import time
 from pathlib import Path
 
-
 Job = tuple[str, dict[str, str], list[str]]  # name, extra environment, torch-qinit arguments
 
 
