@@ -82,12 +82,14 @@ def main(argv: list[str] | None = None) -> int:
             done += [(name, "not started", 0.0) for name, _, _ in pending]
             pending = []
         for name, (proc, t0, log) in list(running.items()):
-            if proc.poll() is None and time.monotonic() >= end:
+            killed = proc.poll() is None and time.monotonic() >= end
+            if killed:
                 proc.kill()
                 proc.wait()
             if proc.poll() is not None:
                 log.close()
-                done.append((name, "rc 0" if proc.returncode == 0 else f"rc {proc.returncode}", time.monotonic() - t0))
+                status = "killed" if killed else "rc 0" if proc.returncode == 0 else f"rc {proc.returncode}"
+                done.append((name, status, time.monotonic() - t0))
                 del running[name]
         time.sleep(1)
     with tarfile.open(args.out / "jobs.tgz", "w:gz") as tar:
