@@ -39,6 +39,22 @@ def test_resume_is_bit_exact(tmp_path):
     assert (tmp_path / "full" / "final" / "model.safetensors").exists()
 
 
+def test_a_warm_started_run_resumes_after_its_source_is_gone(tmp_path):
+    # The resumed run rebuilds its GHN from its own state; the --init-from folder is not read again.
+    import shutil
+
+    images, labels = _data()
+    train(_cfg(tmp_path / "float", steps=2), images, labels)
+    full = train(_cfg(tmp_path / "full", stage="qat", init_from=str(tmp_path / "float" / "final")), images, labels)
+    train(_cfg(tmp_path / "cut", stage="qat", stop_after=3, init_from=str(tmp_path / "float" / "final")),
+          images, labels)
+    shutil.rmtree(tmp_path / "float")
+    resumed = train(_cfg(tmp_path / "cut", stage="qat", init_from=str(tmp_path / "float" / "final")), images, labels,
+                    resume=True)
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def _fresh_ghn(seed=0, **kw):
     torch.manual_seed(seed)
     return GHN(GHNConfig(**{**TINY, **kw}))

@@ -215,8 +215,11 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
     ckpt_dir = out / "ckpt"
     torch.manual_seed(cfg.seed)  # the GHN's own init; overwritten on resume/warm start
     input_shape, num_classes = tuple(images.shape[1:]), int(labels.max()) + 1
-    if cfg.init_from:
-        ghn = upgrade_decoder(load_trained_ghn(cfg.init_from))
+    resuming = resume and has_training_state(ckpt_dir)
+    # A resumed run rebuilds its GHN from its own state, so its warm-start source may be gone by then.
+    warm_source = str(ckpt_dir) if resuming else cfg.init_from
+    if warm_source:
+        ghn = upgrade_decoder(load_trained_ghn(warm_source))
         # a warm start may come from another dataset (a Fashion-MNIST GHN continued on CIFAR-10): the
         # weights predict any shape, but the record must name the data this run trains on
         ghn.config.input_shape, ghn.config.num_classes = input_shape, num_classes
@@ -232,7 +235,7 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
     start, nan_steps, history = 0, 0, []
     fitted_before = False  # a resumed run whose checkpoint already fitted its steps to the time budget
     dropped_items = clipped_items = 0  # architectures left out of / clipped in their step (item_grads.py)
-    if resume and has_training_state(ckpt_dir):
+    if resuming:
         meta = load_training_state(ckpt_dir, ghn, optimizer)
         start, nan_steps, history = meta["step"], meta["nan_steps"], meta.get("history", [])
         dropped_items, clipped_items = meta.get("dropped_items", 0), meta.get("clipped_items", 0)
