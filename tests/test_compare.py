@@ -178,6 +178,11 @@ def test_epochs_set_the_step_count(project):
     assert res.config["lr"] == 0.05  # SGD's default learning rate
     with pytest.raises(CompareError, match="not both"):
         compare(ns["tiny"], ns["loaders"], methods=["he_normal"], steps=3, epochs=1)
+    with pytest.raises(CompareError, match="--device: device 'gpu0' is not a device name"):
+        compare(ns["tiny"], ns["loaders"], methods=["he_normal"], steps=3, device="gpu0")
+    if not torch.cuda.is_available():  # refused before any data loads, not as a failed run per method
+        with pytest.raises(CompareError, match="no CUDA device"):
+            compare(ns["tiny"], ns["loaders"], methods=["he_normal"], steps=3, device="cuda")
 
 
 def test_imagefolder_dataset(tmp_path):

@@ -192,8 +192,8 @@ def qat_finetune(
             diverged; the remaining steps would only burn time); None never stops.
         clip_grad_norm: scale each step's gradient down to this total norm when it is larger
             (``torch.nn.utils.clip_grad_norm_``); None (default) never clips.  GHN starts need it
-            under SGD at lr 0.02: their first gradients are 2-10x He's, and without it 4 of 12
-            ``classic`` nets diverge (README, "QAT from each init").
+            under SGD at lr 0.02: without it GHN-QAT diverged on the AlexNet-, VGG-11- and (one seed)
+            SqueezeNet-like ``classic`` nets, with it on none (README, "QAT from each init").
 
     Returns:
         A :class:`QATResult` holding the trained quantized model (in eval mode), the eval

@@ -68,10 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder holding the ghn-qat/ and ghn/ checkpoints (ghn-qat-cifar10/ and ghn-cifar10/ "
                         "for CIFAR-10; sets TORCH_QINIT_WEIGHTS_DIR; default: the bundled weights)")
     p.add_argument("--out", default="demo_results", help="output folder (default ./demo_results)")
-    # One thread by default: the demo's nets are tiny (<= 0.1M parameters, 28x28 inputs), so intra-op
-    # threads gain little, while oversubscribed cores (any other busy process) made 2 threads 3-4x slower.
     p.add_argument("--device", default="cpu",
                    help="where the models run: cpu (default) or cuda (GPU numbers differ from CPU ones in rounding)")
+    # One thread by default: the demo's nets are tiny (<= 0.1M parameters, 28x28 inputs), so intra-op
+    # threads gain little, while oversubscribed cores (any other busy process) made 2 threads 3-4x slower.
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0: torch's default)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

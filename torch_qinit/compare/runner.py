@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ..modules import resolve_device
 from ..results import MAIN_METHODS, machine_string, mean_std
 from .datasets import Data, first_batch, resolve_data
 from .errors import CompareError, DataError
@@ -402,7 +403,10 @@ def compare(
         raise CompareError("--batch-size, --calib-batches and nan_patience must be >= 1")
     if (dataset is None) == (data is None):  # before loading anything: the cheapest mistake to report
         raise CompareError("give exactly one of --dataset NAME or --data module:loaders")
-    device = torch.device(device)
+    try:  # the same up-front check as the demo, the benchmarks and the trainer
+        device = resolve_device(device)
+    except ValueError as exc:
+        raise CompareError(f"--device: {exc}") from None
 
     factory = ModelFactory(model, model_kwargs)
     loaded = resolve_data(dataset, data, data_dir=data_dir, batch_size=batch_size, train_size=train_size,
