@@ -9,7 +9,7 @@ from torch.func import functional_call
 
 from torch_qinit.ghn.calibration import (BATCH, CalibrationResult, calibrate_scales, calibrated_layers,
                                          check_logit_std, first_layer, output_layers, synthetic_input,
-                                         unit_std_hook)
+                                         output_divisor)
 from torch_qinit.graph import capture
 
 
@@ -146,16 +146,17 @@ def test_check_logit_std():
             check_logit_std(bad)
 
 
-def test_unit_std_hook_divides_by_a_constant():
+def test_output_divisor_is_a_constant_std():
     out = torch.randn(10, 4) * 5
     out.requires_grad_()
-    y = unit_std_hook(None, None, out)
+    y = out / output_divisor(out)
     assert y.std().item() == pytest.approx(1.0, rel=1e-5)
     y.sum().backward()
     torch.testing.assert_close(out.grad, torch.full_like(out, 1 / out.detach().std().item()))  # std is a constant
     small = torch.randn(10, 4) * 0.01
-    assert unit_std_hook(None, None, small).std().item() == pytest.approx(1.0, rel=1e-5)  # scaled up too
-    assert torch.isfinite(unit_std_hook(None, None, torch.zeros(3))).all()
+    assert (small / output_divisor(small)).std().item() == pytest.approx(1.0, rel=1e-5)  # scaled up too
+    zeros = torch.zeros(3)
+    assert torch.isfinite(zeros / output_divisor(zeros)).all()
 
 
 def test_small_outputs_are_scaled_up_and_no_hook_is_left_behind():

@@ -45,6 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--norm-floor-weight", type=float, default=d.norm_floor_weight,
                    help="weight of a penalty on predicted norm scales below 0.5 and shifts below -0.5 "
                         "(channels that start switched off and train slowly); 0: off")
+    p.add_argument("--lookahead-steps", type=int, default=d.lookahead_steps,
+                   help="mix in the loss after this many simulated plain-SGD steps from each prediction "
+                        "(differentiated through the steps), so starts from which SGD diverges cost more; 0: off")
+    p.add_argument("--lookahead-lr", type=float, nargs=2, default=d.lookahead_lr, metavar=("LO", "HI"),
+                   help="the simulated steps' learning rate, drawn log-uniformly per architecture")
+    p.add_argument("--lookahead-weight", type=float, default=d.lookahead_weight,
+                   help="weight of the lookahead loss next to the loss at the prediction")
+    p.add_argument("--lookahead-first-order", action="store_true",
+                   help="treat each simulated step's gradient as a constant (cheaper; blind to curvature)")
     p.add_argument("--item-clip", type=float, default=d.item_clip,
                    help="clip each architecture's gradient norm (w.r.t. its predicted parameters) to this before "
                         "the GHN's backward; non-finite ones are left out of the step; <= 0: no clip")
@@ -123,6 +132,8 @@ def _config(args: argparse.Namespace, argv: list[str] | None) -> TrainConfig:
         bits=tuple(int(b) for b in args.bits.split(",")), mixed_frac=args.mixed_frac, float_frac=args.float_frac,
         float_loss_weight=args.float_loss_weight,
         norm_floor_weight=args.norm_floor_weight, item_clip=args.item_clip,
+        lookahead_steps=args.lookahead_steps, lookahead_lr=tuple(args.lookahead_lr),
+        lookahead_weight=args.lookahead_weight, lookahead_first_order=args.lookahead_first_order,
         arch_pool=args.arch_pool, seed=args.seed, ckpt_every=args.ckpt_every, data_dir=args.data_dir,
         val_every=args.val_every, val_archs=args.val_archs, time_budget=args.time_budget,
         device=args.device,

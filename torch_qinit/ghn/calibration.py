@@ -34,7 +34,7 @@ from ..graph.capture import untouched
 from .signal import signal_rules
 
 __all__ = ["CalibrationResult", "calibrate_scales", "calibrated_layers", "check_logit_std", "first_layer",
-           "first_layer_inputs", "output_layers", "synthetic_input", "unit_std_hook"]
+           "first_layer_inputs", "output_layers", "synthetic_input", "output_divisor"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,10 +131,10 @@ def check_logit_std(logit_std: Any) -> float | None:
     return float(logit_std)
 
 
-def unit_std_hook(_module: nn.Module, _inputs: Any, out: torch.Tensor) -> torch.Tensor:
-    """Forward hook for GHN training: the calibration as a per-batch constant, so the GHN
-    learns under the same scaling `calibrate_scales` bakes in at initialization time."""
-    return out / out.detach().std().clamp_min(1e-8)
+def output_divisor(out: torch.Tensor) -> torch.Tensor:
+    """What GHN training divides a calibrated layer's output by: its std as a constant (no gradient), so
+    the GHN learns under the scaling `calibrate_scales` bakes in at initialization time."""
+    return out.detach().std().clamp_min(1e-8)
 
 
 def _untied_state(model: nn.Module, preds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -29,7 +29,7 @@ def training_record(train_config: dict[str, Any], input_shape: tuple[int, ...], 
                     warm_start: dict[str, Any] | None = None, host_cpus: int | None = None) -> dict[str, Any]:
     """The `config.json` "training" entry of a checkpoint trained by `train_config` (a TrainConfig as a dict).
 
-    `counters`: nan_steps, dropped_items, clipped_items. A `step` short of the schedule's steps adds
+    `counters`: nan_steps, dropped_items, clipped_items (and lookahead_diverged). A `step` short of the schedule's steps adds
     `scheduled_steps` and `stopped_at`, so a checkpoint from an interrupted run never passes for a finished one.
     """
     cfg = train_config
@@ -43,6 +43,10 @@ def training_record(train_config: dict[str, Any], input_shape: tuple[int, ...], 
         "data": describe_training_data(tuple(input_shape), cfg.get("data_dir")),
         "world_size": world_size,
     }
+    if cfg.get("lookahead_steps"):
+        record["lookahead"] = {"steps": cfg["lookahead_steps"], "lr": list(cfg["lookahead_lr"]),
+                               "weight": cfg["lookahead_weight"], "first_order": cfg["lookahead_first_order"],
+                               "diverged": counters.get("lookahead_diverged", 0)}
     if host_cpus is not None:
         record["host_cpus"] = host_cpus
     if step < cfg["steps"]:
@@ -77,7 +81,7 @@ def export_run(run_dir: str | Path, dest: str | Path, dtype: torch.dtype | None 
     parent = meta["ghn_config"].get("training")
     ghn.config.training = training_record(
         cfg, tuple(ghn.config.input_shape), meta["step"],
-        {k: meta.get(k, 0) for k in ("nan_steps", "dropped_items", "clipped_items")}, meta.get("world_size", 1),
+        {k: meta.get(k, 0) for k in ("nan_steps", "dropped_items", "clipped_items", "lookahead_diverged")}, meta.get("world_size", 1),
         val=vals[-1] if vals else None, val_step=vals[-1]["step"] if vals else None, warm_start=parent)
     save_pretrained(ghn.eval(), dest, dtype=dtype)
     return ghn.config.training

@@ -27,15 +27,16 @@ from tqdm import tqdm
 
 from ..data import normalization_record
 from ..ghn import GHN, GHNConfig
-from ..ghn.calibration import calibrated_layers, unit_std_hook
+from ..ghn.calibration import calibrated_layers
 from ..graph import capture
 from ..graph.arch_graph import WEIGHT_OPS
 from ..modules import resolve_device
 from ..quant import quantize_model, set_quant_bits
 from ..space import SPLIT_SIZES, get_arch
-from .item_grads import backward_per_item
-from .norm_floor import norm_channel_penalty
 from .export import training_record
+from .item_grads import backward_per_item
+from .lookahead import UnitStdScales, lookahead_loss
+from .norm_floor import norm_channel_penalty
 from .train_state import has_training_state, load_trained_ghn, load_training_state, save_training_state
 from .validation import make_val_data, validate
 
@@ -67,6 +68,12 @@ class TrainConfig:
     float_loss_weight: float = 0.0
     # Weight of the switched-off-channel floor on predicted norm scales/shifts (norm_floor.py); 0 disables.
     norm_floor_weight: float = 0.0
+    # Loss after simulated plain-SGD steps from the prediction (lookahead.py), mixed in with this weight:
+    # predictions from which a step raises the loss (where SGD diverges) cost more.  0 steps disables.
+    lookahead_steps: int = 0
+    lookahead_lr: tuple[float, float] = (0.01, 0.2)  # each architecture's step size, log-uniform in this range
+    lookahead_weight: float = 1.0
+    lookahead_first_order: bool = False   # treat each step's gradient as a constant (cheaper, blind to curvature)
     item_clip: float = 10.0             # per-architecture gradient-norm clip before the GHN backward (item_grads.py)
     arch_pool: int = 20000               # training architectures are train-split indices below this
     seed: int = 0
@@ -92,6 +99,14 @@ class TrainConfig:
         if self.stage not in ("float", "qat"):
             raise ValueError(f"stage must be 'float' or 'qat', got {self.stage!r}")
         self.bits = tuple(self.bits)
+        self.lookahead_lr = tuple(float(x) for x in self.lookahead_lr)
+        if self.lookahead_steps < 0:
+            raise ValueError(f"lookahead_steps must be >= 0 (0 disables), got {self.lookahead_steps}")
+        if self.lookahead_steps and not (len(self.lookahead_lr) == 2 and 0 < self.lookahead_lr[0] <= self.lookahead_lr[1]
+                                         and all(math.isfinite(x) for x in self.lookahead_lr)):
+            raise ValueError(f"lookahead_lr must be two finite numbers 0 < LO <= HI, got {self.lookahead_lr}")
+        if self.lookahead_weight < 0:
+            raise ValueError(f"lookahead_weight must be >= 0, got {self.lookahead_weight}")
         if self.val_every < 0:
             raise ValueError(f"val_every must be >= 0 (0 disables validation), got {self.val_every}")
         if self.time_budget is not None and not (self.time_budget > 0 and math.isfinite(self.time_budget)):
@@ -109,6 +124,11 @@ class ArchCache:
         self.in_channels, self.num_classes, self.max_items = in_channels, num_classes, max_items
         self.image_size, self.device = image_size, torch.device(device)
         self._items: dict[int, tuple[torch.nn.Module, Any]] = {}
+        self._scales: dict[int, UnitStdScales] = {}
+
+    def scales(self, index: int) -> UnitStdScales:
+        """The calibration hooks of index's net (built by :meth:`get`)."""
+        return self._scales[index]
 
     def get(self, index: int) -> tuple[torch.nn.Module, Any]:
         item = self._items.get(index)
@@ -120,12 +140,15 @@ class ArchCache:
             graph = capture(model)
             qmodel = quantize_model(model, w_bits=None, a_bits=None, fold_bn=False)
             modules = dict(qmodel.named_modules())
-            for name in calibrated_layers(graph):  # train under the scaling initialize_ applies
-                modules[name].register_forward_hook(unit_std_hook)
+            # train under the scaling initialize_ applies
+            scales = UnitStdScales(modules[name] for name in calibrated_layers(graph))
             qmodel.train().to(self.device)
             if len(self._items) >= self.max_items:
-                self._items.pop(next(iter(self._items)))
+                evicted = next(iter(self._items))
+                self._items.pop(evicted)
+                self._scales.pop(evicted)
             item = self._items[index] = (qmodel, graph)
+            self._scales[index] = scales
         return item
 
 
@@ -160,6 +183,16 @@ def sample_bits(cfg: TrainConfig, graph: Any, gen: torch.Generator) -> int | Non
     if u < cfg.float_frac + cfg.mixed_frac:
         return {n.name: choice() for n in graph.nodes if n.op in WEIGHT_OPS}
     return choice()
+
+
+def _lookahead_draws(cfg: TrainConfig, n_images: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image indices (meta_batch, steps, batch_size) and one log-uniform step size per architecture for the
+    lookahead; nothing is drawn without it, so runs without keep their random stream."""
+    if not cfg.lookahead_steps:
+        return torch.empty(cfg.meta_batch, 0, cfg.batch_size, dtype=torch.long), torch.empty(cfg.meta_batch)
+    idx = torch.randint(n_images, (cfg.meta_batch, cfg.lookahead_steps, cfg.batch_size), generator=gen)
+    lo, hi = (math.log(x) for x in cfg.lookahead_lr)
+    return idx, torch.exp(lo + (hi - lo) * torch.rand(cfg.meta_batch, generator=gen))
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -235,10 +268,12 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
     start, nan_steps, history = 0, 0, []
     fitted_before = False  # a resumed run whose checkpoint already fitted its steps to the time budget
     dropped_items = clipped_items = 0  # architectures left out of / clipped in their step (item_grads.py)
+    lookahead_diverged = 0  # architectures whose lookahead loss was non-finite (lookahead.py)
     if resuming:
         meta = load_training_state(ckpt_dir, ghn, optimizer)
         start, nan_steps, history = meta["step"], meta["nan_steps"], meta.get("history", [])
         dropped_items, clipped_items = meta.get("dropped_items", 0), meta.get("clipped_items", 0)
+        lookahead_diverged = meta.get("lookahead_diverged", 0)
         log.info("resumed from %s at step %d", ckpt_dir, start)
         saved = meta.get("train_config", {})
         if cfg.time_budget and saved.get("time_budget"):  # the schedule was fitted once; refitting would jump it
@@ -256,7 +291,7 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
     def checkpoint(step: int) -> None:
         if rank == 0:
             meta = {"step": step, "nan_steps": nan_steps, "dropped_items": dropped_items,
-                    "clipped_items": clipped_items, "history": history, "train_config": asdict(cfg),
+                    "clipped_items": clipped_items, "lookahead_diverged": lookahead_diverged, "history": history, "train_config": asdict(cfg),
                     "ghn_config": ghn.config.to_dict(), "world_size": world}
             save_training_state(ckpt_dir, ghn, optimizer, meta)
 
@@ -276,14 +311,24 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
         nets, graphs = zip(*(cache.get(i) for i in ids))
         bits = [sample_bits(cfg, g, gen) for g in graphs]
         batch_idx = torch.randint(images.shape[0], (cfg.meta_batch, cfg.batch_size), generator=gen).to(device)
+        la_idx, la_lrs = _lookahead_draws(cfg, images.shape[0], gen)  # after the other draws: same stream without
+        la_idx = la_idx.to(device)
         for g in optimizer.param_groups:
             g["lr"] = lr_at(cfg, step)
         preds = model(list(graphs), bits)
-        losses, correct, floors = [], 0.0, []
-        for net, graph, b, params, idx in zip(nets, graphs, bits, preds, batch_idx):
+        losses, correct, floors, aheads = [], 0.0, [], []
+        for i, (net, graph, b, params, idx) in enumerate(zip(nets, graphs, bits, preds, batch_idx)):
             set_quant_bits(net, b, b)
             logits = functional_call(net, params, (images[idx],))
             item_loss = F.cross_entropy(logits, labels[idx])
+            if cfg.lookahead_steps and cfg.lookahead_weight:
+                ahead = lookahead_loss(net, params, item_loss, [(images[j], labels[j]) for j in la_idx[i]],
+                                       float(la_lrs[i]), cache.scales(ids[i]), not cfg.lookahead_first_order)
+                if torch.isfinite(ahead):
+                    item_loss = (item_loss + cfg.lookahead_weight * ahead) / (1.0 + cfg.lookahead_weight)
+                    aheads.append(ahead.item())
+                else:  # diverged within the steps: its gradient would be non-finite too; the zero-shot loss stays
+                    lookahead_diverged += 1
             if cfg.float_loss_weight and b is not None:
                 set_quant_bits(net, None, None)
                 float_loss = F.cross_entropy(functional_call(net, params, (images[idx],)), labels[idx])
@@ -318,7 +363,8 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
             log.info("time budget %.1f min: %d steps (asked %d)", cfg.time_budget, fitted, cfg.steps)
             cfg.steps = fitted
             bar.total = fitted
-        window.append((loss_value, correct / len(nets), sum(floors) / len(floors) if floors else 0.0))
+        window.append((loss_value, correct / len(nets), sum(floors) / len(floors) if floors else 0.0,
+                       sum(aheads) / len(aheads) if aheads else float("nan")))
         if cfg.log_every and step % cfg.log_every == 0:
             l_mean = sum(w[0] for w in window) / len(window)
             a_mean = sum(w[1] for w in window) / len(window)
@@ -326,9 +372,14 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
                             "lr": lr_at(cfg, step - 1), "sec": round(time.time() - t0, 1)})
             if cfg.norm_floor_weight:  # the penalty alone (it is inside "loss" too)
                 history[-1]["floor"] = round(sum(w[2] for w in window) / len(window), 4)
+            if cfg.lookahead_steps:  # the mean loss after the simulated SGD steps (mixed into "loss")
+                finite_ahead = [w[3] for w in window if math.isfinite(w[3])]
+                history[-1]["ahead"] = round(sum(finite_ahead) / len(finite_ahead), 4) if finite_ahead else None
             window.clear()
             postfix.update(loss=f"{l_mean:.3f}", acc=f"{a_mean:.3f}", nan=str(nan_steps), clip=str(clipped_items),
                            drop=str(dropped_items))
+            if cfg.lookahead_steps:
+                postfix.update(ahead=str(history[-1]["ahead"]), diverged=str(lookahead_diverged))
             bar.set_postfix(postfix)
         if val_set is not None and (step % cfg.val_every == 0 or step == cfg.steps):
             t_val = time.time()
@@ -344,17 +395,17 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
     bar.close()
     ghn.cpu()  # what callers and the Hub layout get, whichever device trained it
     if step == cfg.steps and rank == 0:
-        _save_final(ghn, cfg, out / "final", step, nan_steps, last_val, (dropped_items, clipped_items))
+        _save_final(ghn, cfg, out / "final", last_val, {"nan_steps": nan_steps, "dropped_items": dropped_items,
+                                                         "clipped_items": clipped_items,
+                                                         "lookahead_diverged": lookahead_diverged}, step)
     return ghn
 
 
-def _save_final(ghn: GHN, cfg: TrainConfig, directory: Path, step: int, nan_steps: int,
-                val: dict[str, float] | None = None, items: tuple[int, int] = (0, 0)) -> None:
+def _save_final(ghn: GHN, cfg: TrainConfig, directory: Path, val: dict[str, float] | None,
+                counters: dict[str, int], step: int) -> None:
     """The finished GHN in the Hub layout, with the command that produced it."""
     from ..hub import save_pretrained
     warm_start = dict(ghn.config.training or {})  # the float run's record, when this run was warm-started
-    ghn.config.training = training_record(
-        asdict(cfg), tuple(ghn.config.input_shape), step,
-        {"nan_steps": nan_steps, "dropped_items": items[0], "clipped_items": items[1]}, _dist_info()[1],
-        val=val, warm_start=warm_start, host_cpus=os.cpu_count())
+    ghn.config.training = training_record(asdict(cfg), tuple(ghn.config.input_shape), step, counters,
+                                          _dist_info()[1], val=val, warm_start=warm_start, host_cpus=os.cpu_count())
     save_pretrained(ghn.eval(), directory)
