@@ -25,6 +25,8 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=["ghn-qat", "he_normal"])
     p.add_argument("--lr", type=float, default=0.02)
     p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--logit-std", type=float, default=None,
+                   help="GHN methods: initialize_(..., logit_std=V), which caps the predicted logits' std")
     args = p.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
@@ -36,7 +38,8 @@ def main() -> None:
         for method in args.methods:
             torch.manual_seed(0)
             net = spec.build()
-            torch_qinit.initialize_(net, bits=4, method=method, generator=0)
+            extra = {"logit_std": args.logit_std} if args.logit_std and method.startswith("ghn") else {}
+            torch_qinit.initialize_(net, bits=4, method=method, generator=0, **extra)
             q = quantize_model(net, w_bits=4, a_bits=4, fold_bn=False).train()
             opt = torch.optim.SGD(q.parameters(), lr=args.lr, momentum=0.9, nesterov=True)
             cells = []
