@@ -73,7 +73,9 @@ def run_one(arch: int, bits: int, method: str, seed: int, args, train_loader, te
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # --logit-std caps a GHN prediction's logits (initialize_'s logit_std); classic inits take no cap
-        extra = {"logit_std": args.logit_std} if getattr(args, "logit_std", None) and method in GHN_METHODS else {}
+        # ("none": the uncapped prediction; not given: initialize_'s default)
+        cap = getattr(args, "logit_std", None)
+        extra = {"logit_std": None if cap == "none" else cap} if cap is not None and method in GHN_METHODS else {}
         device = getattr(args, "device", "cpu")
         model, report = init_model((getattr(args, "split", "test"), arch, in_channels(getattr(args, "dataset", "fmnist"))),
                                    method, seed=seed, bits=bits, device=device, **extra)
@@ -265,6 +267,16 @@ def reading(summary: list[dict], bits_list: list[int], n_archs: int) -> str:
     return "\n".join(out)
 
 
+def _logit_std_arg(text: str) -> float | str:
+    """--logit-std: a number, or "none" (no cap)."""
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'none', got {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="torch-qinit bench qat_from_init", description=__doc__.split("\n\n")[0])
     common_args(parser)
@@ -280,9 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
                         help="QAT optimizer: Adam, or SGD with Nesterov momentum 0.9")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: Adam 1e-3, SGD 0.02)")
-    parser.add_argument("--logit-std", type=float, default=None,
-                        help="GHN methods only: initialize_(..., logit_std=V), which caps the predicted logits' std "
-                             "(default: no cap); results get a _logitV suffix")
+    parser.add_argument("--logit-std", type=_logit_std_arg, default=None, metavar="V|none",
+                        help="GHN methods only: initialize_(..., logit_std=V), which caps the predicted logits' std, "
+                             "or 'none' for no cap (default: initialize_'s default, logit_std='auto'); results get "
+                             "a _logitV / _logitnone suffix")
     parser.add_argument("--clip-grad", type=float, default=None, metavar="NORM",
                         help="clip every QAT step's gradient to this total norm, for every start (qat_finetune's "
                              "clip_grad_norm; default: no clipping); results get a _clipNORM suffix")
@@ -322,11 +335,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.logit_std is not None:
         from torch_qinit.ghn.calibration import check_logit_std
 
-        try:  # the library's one rule (positive, finite), refused before any run starts
-            check_logit_std(args.logit_std)
-        except ValueError as exc:
-            parser.error(f"--logit-std: {exc}")
-        name += f"_logit{args.logit_std:g}"
+        if args.logit_std != "none":
+            try:  # the library's one rule (positive, finite), refused before any run starts
+                check_logit_std(args.logit_std)
+            except ValueError as exc:
+                parser.error(f"--logit-std: {exc}")
+        name += f"_logit{args.logit_std:g}" if args.logit_std != "none" else "_logitnone"
     if args.clip_grad is not None:
         if not (math.isfinite(args.clip_grad) and args.clip_grad > 0):
             parser.error(f"--clip-grad must be a positive number, got {args.clip_grad}")
@@ -342,7 +356,10 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"- `{m}` skipped: its GHN weights could not be loaded ({why}).")
             print(f"[qat_from_init] skipping {m}: {why}")
             methods.remove(m)
-    if args.logit_std is not None:
+    if args.logit_std == "none":
+        notes.append("- GHN starts use `initialize_(..., logit_std=None)`: the predicted logit layer keeps the GHN's "
+                     "scale (no cap; the default caps its output std at 1).")
+    elif args.logit_std is not None:
         notes.append(f"- GHN starts use `initialize_(..., logit_std={args.logit_std:g})`: the calibration pass caps "
                      "the predicted logit layer's output std at that value (classic starts are unchanged).")
     if not [m for m in methods if m not in GHN_METHODS]:

@@ -154,6 +154,16 @@ def test_qat_from_init_logit_std_goes_to_ghn_starts_and_names_its_files(standin_
 
 
 @needs_fmnist
+def test_qat_from_init_logit_std_none_runs_the_uncapped_prediction(standin_weights, tmp_path):
+    bench("qat_from_init", standin_weights, "--bits", "4", "--steps", "2", "--methods", "ghn-qat",
+          "--logit-std", "none", "--out", str(tmp_path))
+    rows = read_csv(tmp_path / "qat_from_init_logitnone.quick.csv")
+    assert [r["status"] for r in rows] == ["ok"]
+    md = (tmp_path / "qat_from_init_logitnone.quick.md").read_text()
+    assert "logit_std=None" in md and "--logit-std none" in md
+
+
+@needs_fmnist
 def test_qat_from_init_merge_of_runs_split_by_seed_equals_the_joint_run(standin_weights, tmp_path):
     # A benchmark split across processes (one seed each) and merged reports what one process running
     # every seed reports: each run is seeded on its own, so where it ran does not matter.
@@ -185,7 +195,7 @@ def test_qat_from_init_clip_grad_goes_to_every_start_and_names_its_files(standin
 def test_qat_from_init_rejects_a_logit_std_the_library_refuses(tmp_path):
     from benchmarks.qat_from_init import main
 
-    for bad in ("0", "-1", "inf", "nan"):
+    for bad in ("0", "-1", "inf", "nan", "auto"):
         with pytest.raises(SystemExit):
             main(["--quick", "--logit-std", bad, "--out", str(tmp_path)])
     assert not list(tmp_path.iterdir())

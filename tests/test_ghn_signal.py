@@ -193,7 +193,7 @@ def _lenet(ghn, x, **kw):
 def test_logit_std_caps_the_logit_layer_and_keeps_the_argmax(ghn):
     """logit_std scales only the output layer, down to the cap on the calibration input; argmax is unchanged."""
     x = torch.rand(32, 1, 28, 28, generator=torch.Generator().manual_seed(0))  # image-like: in [0, 1)
-    plain, _, logits = _lenet(ghn, x)
+    plain, _, logits = _lenet(ghn, x, logit_std=None)
     cap = logits.std().item() / 4
     capped, report, capped_logits = _lenet(ghn, x, logit_std=cap)
     assert capped_logits.std().item() == pytest.approx(cap, rel=1e-3)
@@ -210,14 +210,35 @@ def test_logit_std_caps_the_logit_layer_and_keeps_the_argmax(ghn):
 
 def test_logit_std_never_scales_up(ghn):
     x = torch.rand(32, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    plain, _, logits = _lenet(ghn, x)
+    plain, _, logits = _lenet(ghn, x, logit_std=None)
     capped, report, _ = _lenet(ghn, x, logit_std=2 * logits.std().item())
     assert "kept" in report.calibration_note
     for (name, a), (_, b) in zip(plain.named_parameters(), capped.named_parameters()):
         assert torch.equal(a, b), name
 
 
-@pytest.mark.parametrize("kw", [dict(logit_std=0), dict(logit_std=-1.0), dict(logit_std=float("nan")),
+def test_the_default_caps_ghn_logits_at_auto_logit_std_and_leaves_the_rest_alone(ghn):
+    """logit_std="auto" (the default) is a cap of AUTO_LOGIT_STD for a calibrated GHN start; a classic method or
+    calibrate=False takes it without error or warning (an explicit cap there is an error, below)."""
+    import warnings
+
+    x = torch.rand(32, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    _, _, raw_logits = _lenet(ghn, x, logit_std=None)
+    assert raw_logits.std().item() > 2 * torch_qinit.initialize.AUTO_LOGIT_STD  # so the default has work to do
+    default, report, logits = _lenet(ghn, x)
+    explicit, _, _ = _lenet(ghn, x, logit_std=torch_qinit.initialize.AUTO_LOGIT_STD)
+    assert logits.std().item() == pytest.approx(torch_qinit.initialize.AUTO_LOGIT_STD, rel=1e-3)
+    assert torch.equal(logits.argmax(1), raw_logits.argmax(1))
+    assert "to std 1" in report.calibration_note
+    for (name, a), (_, b) in zip(default.named_parameters(), explicit.named_parameters()):
+        assert torch.equal(a, b), name
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch_qinit.initialize_(build_arch("classic", 0), method="he_normal", generator=0)
+        torch_qinit.initialize_(build_arch("classic", 0), bits=4, weights=ghn, calibrate=False)
+
+
+@pytest.mark.parametrize("kw", [dict(logit_std=0), dict(logit_std="Auto"), dict(logit_std=-1.0), dict(logit_std=float("nan")),
                                 dict(logit_std=float("inf")), dict(logit_std=True), dict(logit_std="1"),
                                 dict(logit_std=1.0, calibrate=False), dict(logit_std=1.0, method="he_normal")])
 def test_bad_logit_std_raises_with_the_model_untouched(ghn, kw):
