@@ -218,8 +218,8 @@ def test_logit_std_never_scales_up(ghn):
 
 
 def test_the_default_caps_ghn_logits_at_auto_logit_std_and_leaves_the_rest_alone(ghn):
-    """logit_std="auto" (the default) is a cap of AUTO_LOGIT_STD for a calibrated GHN start; a classic method or
-    calibrate=False takes it without error or warning (an explicit cap there is an error, below)."""
+    """logit_std="auto" (the default) is a cap of AUTO_LOGIT_STD for a calibrated GHN-QAT start; the float GHN, a
+    classic method or calibrate=False take it without error or warning (an explicit cap there is an error, below)."""
     import warnings
 
     x = torch.rand(32, 1, 28, 28, generator=torch.Generator().manual_seed(0))
@@ -236,6 +236,10 @@ def test_the_default_caps_ghn_logits_at_auto_logit_std_and_leaves_the_rest_alone
         warnings.simplefilter("error")
         torch_qinit.initialize_(build_arch("classic", 0), method="he_normal", generator=0)
         torch_qinit.initialize_(build_arch("classic", 0), bits=4, weights=ghn, calibrate=False)
+    # the float GHN keeps its logit scale by default (the cap hurt it): the same as logit_std=None
+    _, float_report, float_logits = _lenet(ghn, x, method="ghn")
+    _, _, float_raw = _lenet(ghn, x, method="ghn", logit_std=None)
+    assert torch.equal(float_logits, float_raw) and "logit" not in float_report.calibration_note
 
 
 @pytest.mark.parametrize("kw", [dict(logit_std=0), dict(logit_std="Auto"), dict(logit_std=-1.0), dict(logit_std=float("nan")),
