@@ -48,7 +48,8 @@ def table(columns: list[tuple[str, dict[int, dict[int, float]]]], split: str = "
              "|---" * (len(columns) + 1) + "|"]
     for a in archs:
         cells = [" / ".join(f"{100 * runs[a][s]:.1f}" for s in sorted(runs[a])) for _, runs in columns]
-        lines.append(f"| {get_arch(split, a).name} | " + " | ".join(cells) + " |")
+        name = get_arch(split, a).name.replace("|", "\\|")  # sampled nets name their parts with pipes
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     summary = []
     for _, runs in columns:
         accs = [acc for a in archs for acc in runs[a].values()]
