@@ -191,9 +191,11 @@ def qat_finetune(
         nan_patience: stop early after this many consecutive non-finite losses (the run has
             diverged; the remaining steps would only burn time); None never stops.
         clip_grad_norm: scale each step's gradient down to this total norm when it is larger
-            (``torch.nn.utils.clip_grad_norm_``); None (default) never clips.  GHN starts need it
-            under SGD at lr 0.02: without it GHN-QAT diverged on the AlexNet-, VGG-11- and (one seed)
-            SqueezeNet-like ``classic`` nets, with it on none (README, "QAT from each init").
+            (``torch.nn.utils.clip_grad_norm_``); None (default) never clips.  Use it under SGD at
+            lr 0.02: without it SqueezeNet-like ``classic`` nets stall at chance from GHN-QAT and He
+            alike, and GHN-QAT starts with uncapped logits (``initialize_(..., logit_std=None)``) also
+            diverged on the AlexNet- and VGG-11-like nets; with it no start died (README, "QAT from
+            each init").
 
     Returns:
         A :class:`QATResult` holding the trained quantized model (in eval mode), the eval
