@@ -135,8 +135,8 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
         raise ValueError(f"{type(model).__name__} has no parameters to initialize")
     if method not in methods():
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(methods())}")
-    auto_logit = isinstance(logit_std, str) and logit_std == "auto"
-    if isinstance(logit_std, str) and not auto_logit:
+    auto_logit = isinstance(logit_std, str)
+    if auto_logit and logit_std != "auto":
         raise ValueError(f"logit_std must be 'auto', None or a positive finite number, got {logit_std!r}")
     if auto_logit:  # the default cap where a calibration pass can apply it; no error or warning elsewhere
         logit_std = AUTO_LOGIT_STD if method == AUTO_LOGIT_METHOD and calibrate else None
@@ -179,9 +179,10 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
         calibration = calibrate_scales(model, graph, preds, example_input, image_size=ghn.config.input_shape[-1],
                                        logit_std=logit_std)
         calibration_note = calibration.summary()
-        # the default logit cap alone is no reason to warn (models a synthetic batch cannot drive, e.g. token ids)
-        asked = not auto_logit or any(f"{name}.weight" in preds for name in calibrated_layers(graph))
-        if asked and calibration.skipped and calibration.skipped.startswith("forward pass failed"):
+        failed = bool(calibration.skipped) and calibration.skipped.startswith("forward pass failed")
+        # the default logit cap alone is no reason to warn (models a synthetic batch cannot drive, e.g. token
+        # ids); the layer list is only looked up on failure, off the common path
+        if failed and (not auto_logit or any(f"{name}.weight" in preds for name in calibrated_layers(graph))):
             # not silent: without it, layers no norm follows keep the GHN's raw scale (deep no-BN nets suffer)
             warnings.warn(f"initialize_: the calibration pass could not run the model ({calibration.skipped}); the "
                           "predicted layers keep the GHN's raw scale. An example_input the model accepts fixes it",

@@ -15,6 +15,7 @@ import torch
 
 import torch_qinit
 from torch_qinit.data import dataset_loaders
+from torch_qinit.initialize import GHN_METHODS
 from torch_qinit.quant import quantize_model
 from torch_qinit.space import get_arch
 
@@ -38,7 +39,7 @@ def main() -> None:
         for method in args.methods:
             torch.manual_seed(0)
             net = spec.build()
-            extra = {"logit_std": args.logit_std} if args.logit_std and method.startswith("ghn") else {}
+            extra = {"logit_std": args.logit_std} if args.logit_std and method in GHN_METHODS else {}
             torch_qinit.initialize_(net, bits=4, method=method, generator=0, **extra)
             q = quantize_model(net, w_bits=4, a_bits=4, fold_bn=False).train()
             opt = torch.optim.SGD(q.parameters(), lr=args.lr, momentum=0.9, nesterov=True)

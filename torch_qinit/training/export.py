@@ -20,6 +20,9 @@ from .validation import VAL_IMAGES
 
 __all__ = ["training_record", "export_run"]
 
+#: The run's counters, in the training state (state.json) and the record alike.
+COUNTER_KEYS = ("nan_steps", "dropped_items", "clipped_items", "lookahead_diverged")
+
 #: What a warm-started checkpoint keeps of its parent's record (the full chain would nest without end).
 WARM_START_KEYS = ("command", "steps", "stage", "nan_steps")
 
@@ -29,7 +32,7 @@ def training_record(train_config: dict[str, Any], input_shape: tuple[int, ...], 
                     warm_start: dict[str, Any] | None = None, host_cpus: int | None = None) -> dict[str, Any]:
     """The `config.json` "training" entry of a checkpoint trained by `train_config` (a TrainConfig as a dict).
 
-    `counters`: nan_steps, dropped_items, clipped_items (and lookahead_diverged). A `step` short of the schedule's steps adds
+    `counters`: the `COUNTER_KEYS` (missing ones count 0). A `step` short of the schedule's steps adds
     `scheduled_steps` and `stopped_at`, so a checkpoint from an interrupted run never passes for a finished one.
     """
     cfg = train_config
@@ -81,7 +84,7 @@ def export_run(run_dir: str | Path, dest: str | Path, dtype: torch.dtype | None 
     parent = meta["ghn_config"].get("training")
     ghn.config.training = training_record(
         cfg, tuple(ghn.config.input_shape), meta["step"],
-        {k: meta.get(k, 0) for k in ("nan_steps", "dropped_items", "clipped_items", "lookahead_diverged")}, meta.get("world_size", 1),
+        {k: meta.get(k, 0) for k in COUNTER_KEYS}, meta.get("world_size", 1),
         val=vals[-1] if vals else None, val_step=vals[-1]["step"] if vals else None, warm_start=parent)
     save_pretrained(ghn.eval(), dest, dtype=dtype)
     return ghn.config.training

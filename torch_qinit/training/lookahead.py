@@ -41,7 +41,8 @@ class UnitStdScales:
     def __init__(self, modules: Iterable[nn.Module]) -> None:
         self._stds: dict[int, torch.Tensor] = {}
         self._frozen = False
-        self.handles = [m.register_forward_hook(self._hook) for m in modules]
+        for module in modules:
+            module.register_forward_hook(self._hook)
 
     def _hook(self, module: nn.Module, _inputs: object, out: torch.Tensor) -> torch.Tensor:
         key = id(module)

@@ -288,10 +288,14 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
     images, labels = images.to(device), labels.to(device)
     last_val: dict[str, float] = {}
 
+    def counters() -> dict[str, int]:
+        """What the run counted so far, as the training state and the final record store it."""
+        return {"nan_steps": nan_steps, "dropped_items": dropped_items, "clipped_items": clipped_items,
+                "lookahead_diverged": lookahead_diverged}
+
     def checkpoint(step: int) -> None:
         if rank == 0:
-            meta = {"step": step, "nan_steps": nan_steps, "dropped_items": dropped_items,
-                    "clipped_items": clipped_items, "lookahead_diverged": lookahead_diverged, "history": history, "train_config": asdict(cfg),
+            meta = {"step": step, **counters(), "history": history, "train_config": asdict(cfg),
                     "ghn_config": ghn.config.to_dict(), "world_size": world}
             save_training_state(ckpt_dir, ghn, optimizer, meta)
 
@@ -395,9 +399,7 @@ def train(cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor, resume: 
     bar.close()
     ghn.cpu()  # what callers and the Hub layout get, whichever device trained it
     if step == cfg.steps and rank == 0:
-        _save_final(ghn, cfg, out / "final", last_val, {"nan_steps": nan_steps, "dropped_items": dropped_items,
-                                                         "clipped_items": clipped_items,
-                                                         "lookahead_diverged": lookahead_diverged}, step)
+        _save_final(ghn, cfg, out / "final", last_val, counters(), step)
     return ghn
 
 
