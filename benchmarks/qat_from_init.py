@@ -245,6 +245,13 @@ def _pm(mu: float, sd: float) -> str:
     return "n/a" if _isnan(mu) else f"{mu * 100:.1f} ± {sd * 100:.1f}"
 
 
+def _step_count(x: float | str) -> str:
+    """A median step count as the table shows it: 390, or 35.0 between two evaluated steps ('' stays '')."""
+    if isinstance(x, str):
+        return x
+    return str(int(x)) if float(x).is_integer() else f"{x:.1f}"
+
+
 def reading(summary: list[dict], bits_list: list[int], n_archs: int) -> str:
     out = []
     for bits in bits_list:
@@ -420,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
             f"final (step {args.steps}) %": _pm(s["final_mean"], s["final_std"]),
             "steps to target": s["steps_to_target"],
             "archs reaching own target": s["archs_reached"],
-            "median steps (those reached)": s["median_steps_reached"],
+            "median steps (those reached)": _step_count(s["median_steps_reached"]),
             "wins": s["wins"],
         } for s in summary]
         errors = [r for r in rows if str(r.get("status", "")).startswith("error")]

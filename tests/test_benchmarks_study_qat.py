@@ -192,6 +192,14 @@ def test_qat_from_init_clip_grad_goes_to_every_start_and_names_its_files(standin
     assert "clips its gradient to total norm 1e-06" in (tmp_path / "qat_from_init_clip1e-06.quick.md").read_text()
 
 
+def test_qat_from_init_prints_median_step_counts_without_spurious_decimals():
+    from benchmarks.qat_from_init import _step_count
+
+    assert _step_count(390.0) == "390" and _step_count(390) == "390"  # was "390.000" in the Markdown table
+    assert _step_count(35.0) == "35" and _step_count(35.5) == "35.5"  # an even count's median between steps
+    assert _step_count("") == ""  # no architecture reached its target
+
+
 def test_qat_from_init_rejects_a_logit_std_the_library_refuses(tmp_path):
     from benchmarks.qat_from_init import main
 
