@@ -267,9 +267,11 @@ def reading(summary: list[dict], bits_list: list[int], n_archs: int) -> str:
         out.append(
             f"- **W{bits}A{bits}**: best final accuracy {top['method']} {top['final_mean'] * 100:.1f}%{gap}{noise}. "
             f"Best zero-shot (step 0): {by_zero[0]['method']} {by_zero[0]['zero_shot_mean'] * 100:.1f}%. "
-            + "Steps to the best classic init's final accuracy ("
-            + (f"{ss[0]['target'] * 100:.1f}%, {ss[0]['target_method']}): " if not _isnan(ss[0]["target"]) else "")
-            + ", ".join(f"{s['method']} {s['steps_to_target']}" for s in ss) + ". Per-arch wins: "
+            + ("Steps to the best classic init's final accuracy "
+               f"({ss[0]['target'] * 100:.1f}%, {ss[0]['target_method']}): "
+               + ", ".join(f"{s['method']} {s['steps_to_target']}" for s in ss) + ". "
+               if not _isnan(ss[0]["target"]) else "No classic init ran, so no steps-to-target. ")
+            + "Per-arch wins: "
             + ", ".join(f"{s['method']} {s['wins']}" for s in ss) + f" of {n_archs}.")
     return "\n".join(out)
 
@@ -369,8 +371,6 @@ def main(argv: list[str] | None = None) -> int:
     elif args.logit_std is not None:
         notes.append(f"- GHN starts use `initialize_(..., logit_std={args.logit_std:g})`: the calibration pass caps "
                      "the predicted logit layer's output std at that value (classic starts are unchanged).")
-    if not [m for m in methods if m not in GHN_METHODS]:
-        notes.append("- No classic initializer in the run: steps-to-target has no target.")
 
     rows: list[dict] = []
     curve_rows: list[dict] = []
@@ -381,9 +381,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--merge: {exc}")
         archs = sorted({r["arch"] for r in rows})
         bits_list = sorted({r["bits"] for r in rows}, reverse=True)
-        methods = list(dict.fromkeys(r["method"] for r in rows))
+        recorded = list(dict.fromkeys(r["method"] for r in rows))  # in the order asked for, then the rest
+        methods = [m for m in methods if m in recorded] + [m for m in recorded if m not in methods]
         seeds = sorted({r["seed"] for r in rows})
         notes.append(f"- Merged from {len(args.merge)} result file(s) of separate runs (`--merge`).")
+    if not [m for m in methods if m not in GHN_METHODS]:
+        notes.append("- No classic initializer in the run: steps-to-target has no target.")
     with bench_context(args):
         train_loader, test_loader = load_data(args.quick, args.data_dir, dataset=args.dataset,
                                               train_size=args.train_size, test_size=test_size)

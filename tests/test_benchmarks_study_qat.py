@@ -177,6 +177,11 @@ def test_qat_from_init_merge_of_runs_split_by_seed_equals_the_joint_run(standin_
     merged = read_csv(tmp_path / "merged" / "qat_from_init_summary.quick.csv")
     assert merged == joint and {s["runs"] for s in merged} == {"2"}
     md = (tmp_path / "merged" / "qat_from_init.quick.md").read_text()
+    # the table lists the methods in the order asked for, whatever order the files hold them in
+    bench("qat_from_init", standin_weights, *common, "--methods", "he_normal", "ghn-qat", "--merge", *parts,
+          "--out", str(tmp_path / "reordered"))
+    assert [s["method"] for s in read_csv(tmp_path / "reordered" / "qat_from_init_summary.quick.csv")] == \
+        ["he_normal", "ghn-qat"]
     assert "seeds [0, 1]" in md and "Merged from 2 result file(s)" in md and "Device: cpu" in md
     with pytest.raises(AssertionError, match="is in both"):  # the same run twice is refused, not double-counted
         bench("qat_from_init", standin_weights, *common, "--merge", parts[0], parts[0], "--out", str(tmp_path / "x"))
@@ -198,6 +203,17 @@ def test_qat_from_init_prints_median_step_counts_without_spurious_decimals():
     assert _step_count(390.0) == "390" and _step_count(390) == "390"  # was "390.000" in the Markdown table
     assert _step_count(35.0) == "35" and _step_count(35.5) == "35.5"  # an even count's median between steps
     assert _step_count("") == ""  # no architecture reached its target
+
+
+def test_qat_from_init_reading_without_a_classic_init_says_there_is_no_target():
+    from benchmarks.qat_from_init import reading
+
+    row = {"bits": 4, "method": "ghn-qat", "final_mean": 0.73, "final_std": 0.05, "zero_shot_mean": 0.6,
+           "target": float("nan"), "target_method": "", "steps_to_target": "not reached", "wins": 4}
+    text = reading([row], [4], 4)
+    assert "No classic init ran, so no steps-to-target." in text and "(ghn-qat" not in text
+    text = reading([{**row, "target": 0.64, "target_method": "he_normal", "steps_to_target": 20}], [4], 4)
+    assert "final accuracy (64.0%, he_normal): ghn-qat 20." in text
 
 
 def test_qat_from_init_rejects_a_logit_std_the_library_refuses(tmp_path):
