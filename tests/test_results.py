@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from torch_qinit.results import MAIN_METHODS, machine_string, mean_std, pyplot, write_csv
+from torch_qinit.results import MAIN_METHODS, machine_string, mean_std, moving_average, pyplot, write_csv
 
 
 def test_mean_std():
@@ -53,3 +53,9 @@ def test_main_methods_are_known():
     from torch_qinit import methods
 
     assert set(MAIN_METHODS) <= set(methods())
+
+
+def test_moving_average_is_a_trailing_mean_that_starts_short():
+    assert moving_average([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+    assert moving_average([2.0, 4.0], 0) == [2.0, 4.0]  # a window below 1 is one point
+    assert moving_average([], 5) == []

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["MAIN_METHODS", "mean_std", "machine_string", "write_csv", "pyplot"]
+__all__ = ["MAIN_METHODS", "machine_string", "mean_std", "moving_average", "pyplot", "write_csv"]
 
 #: The methods the demo and every benchmark compare by default: both GHNs and two classic inits.
 MAIN_METHODS: tuple[str, ...] = ("ghn-qat", "ghn", "he_normal", "glorot_uniform")
@@ -34,6 +34,12 @@ def mean_std(values: Iterable[float], skip_nan: bool = False) -> tuple[float, fl
     if len(vals) == 1:
         return vals[0], 0.0
     return statistics.fmean(vals), statistics.stdev(vals)
+
+
+def moving_average(values: list[float], window: int) -> list[float]:
+    """Trailing mean over the last `window` points (fewer at the start); single logged batches are noisy."""
+    k = max(1, window)
+    return [sum(values[max(0, i - k + 1):i + 1]) / len(values[max(0, i - k + 1):i + 1]) for i in range(len(values))]
 
 
 def machine_string(processor: bool = False) -> str:

@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from torch_qinit.cli.curves import moving_average
+from torch_qinit.results import moving_average
 
 
 def main(path: str) -> None:

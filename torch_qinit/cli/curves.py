@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from torch_qinit.data import dataset_for_input
-from torch_qinit.results import pyplot, write_csv
+from torch_qinit.results import moving_average, pyplot, write_csv
 
 __all__ = ["main", "read_history", "val_series"]
 
@@ -46,12 +46,6 @@ def val_series(hist: list[dict], offset: int = 0) -> dict[str, tuple[list[int], 
     """{validation column: (steps, accuracies)} of the rows that hold it; empty for a run logged without validation."""
     return {k: ([offset + h["step"] for h in hist if k in h], [h[k] for h in hist if k in h])
             for k in VAL_LABELS if any(k in h for h in hist)}
-
-
-def moving_average(values: list[float], window: int) -> list[float]:
-    """Trailing mean over the last `window` points (fewer at the start); single logged batches are noisy."""
-    k = max(1, window)
-    return [sum(values[max(0, i - k + 1):i + 1]) / len(values[max(0, i - k + 1):i + 1]) for i in range(len(values))]
 
 
 def main(argv: list[str] | None = None) -> int:
