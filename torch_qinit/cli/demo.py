@@ -8,8 +8,9 @@ uniform) is measured twice at WbAb:
 * after a short QAT run from that init (`torch_qinit.qat.qat_finetune`, same batches for every method).
 
 It prints a table (mean ± std over architectures) and writes CSV, Markdown and a PNG to --out.
-Defaults fit in a few minutes on 2 CPU cores. The measuring is `torch_qinit.compare.demo` (compare's run
-loop); this module only parses and prints.
+The defaults took 26-28 min on this project's 2-CPU machine (1 thread, beside other work; README,
+"`make demo`"); --archs and --qat-steps shorten it. The measuring is `torch_qinit.compare.demo`
+(compare's run loop); this module only parses and prints.
 
     torch-qinit demo
     torch-qinit demo --archs 3 --qat-steps 100 --out /tmp/demo
