@@ -189,3 +189,67 @@ def test_a_plain_share_of_cnns_looks_like_hand_written_ones():
     plain = [s for s in specs if s.family == "cnn" and s.norm == "bn" and s.head_pool == "avg" and not s.head
              and s.act in ("relu", "relu6", "hardswish") and all(not st.se and st.down == "stride" for st in s.stages)]
     assert 0.6 * PLAIN_SHARE < len(plain) / len(specs) < 1.4 * PLAIN_SHARE
+
+
+# --------------------------------------------------------------------------- unpadded ("valid") training nets
+
+def _head_input_side(model: nn.Module, spec, channels: int) -> int:
+    """The side of the map the head receives, measured on a forward pass."""
+    seen = []
+    handle = model.features.register_forward_hook(lambda _m, _i, out: seen.append(out.shape[-1]))
+    with torch.no_grad():
+        out = model.eval()(torch.randn(2, channels, spec.resolution, spec.resolution))
+    handle.remove()
+    assert out.shape == (2, spec.num_classes)
+    return seen[0]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_unpadded_training_nets_run_and_their_head_side_is_predicted(channels):
+    from torch_qinit.space import feature_resolution
+    from torch_qinit.space.sampler import VALID_SHARE
+
+    specs = [get_arch("train", i, channels) for i in range(300)]
+    cnns = [s for s in specs if s.family == "cnn"]
+    unpadded = [s for s in cnns if s.padding == "valid"]
+    assert 0.5 * VALID_SHARE < len(unpadded) / len(cnns) < 1.5 * VALID_SHARE
+    for spec in unpadded[:25] + cnns[:10]:
+        model = spec.build()
+        assert _head_input_side(model, spec, channels) == feature_resolution(spec) >= 1
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        assert (convs[0].padding == (0, 0)) == (spec.padding == "valid")  # the stem
+        assert "| valid" in spec.name if spec.padding == "valid" else "valid" not in spec.name
+
+
+def test_unpadded_twins_give_flatten_heads_the_sides_padded_nets_never_reach():
+    # Padded stages reach 28 -> 14 -> 7 -> 4 -> 2; LeNet-5's head sees 5x5 maps, so training must draw such sides.
+    from torch_qinit.space import feature_resolution
+
+    sides = {feature_resolution(s) for s in (get_arch("train", i) for i in range(1500))
+             if s.family == "cnn" and s.head_pool == "flatten" and s.padding == "valid"}
+    assert {3, 5, 6} <= sides
+
+
+def test_held_out_splits_and_val_are_never_unpadded():
+    for split, n in SPLIT_SIZES.items():
+        if split != "classic":
+            assert all(get_arch(split, i).padding == "same" for i in range(n)), split
+
+
+def test_only_plain_convs_have_an_unpadded_form():
+    assert make_block("conv", 4, 8, 5, 1, "relu", False, valid=True)[0].padding == (0, 0)
+    assert make_block("conv_bn", 4, 8, 3, 1, "relu", True)[0].padding == (1, 1)
+    for kind in set(ALL_BLOCK_TYPES) - {"conv", "conv_bn"}:
+        with pytest.raises(ValueError, match="no unpadded form"):
+            make_block(kind, 4, 8, 3, 1, "relu", True, valid=True)
+
+
+def test_at_image_size_pads_an_unpadded_net_whose_maps_would_vanish():
+    from torch_qinit.space import at_image_size, feature_resolution
+
+    spec = next(s for s in (get_arch("train", i) for i in range(200)) if s.padding == "valid")
+    assert at_image_size(spec, spec.resolution) is spec
+    tiny = at_image_size(spec, 2)  # 2x2 inputs: an unpadded stem (kernel >= 3) leaves nothing
+    assert tiny.image_size == 2 and tiny.padding == "same" and feature_resolution(tiny) >= 1
+    assert _head_input_side(tiny.build(), tiny, 1) == feature_resolution(tiny)
+    assert at_image_size(spec, 24).padding == "valid"  # still fits: stays unpadded

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 __all__ = [
-    "ACTIVATIONS", "BLOCK_TYPES", "EXTRA_BLOCK_TYPES", "ALL_BLOCK_TYPES", "NORMS",
+    "ACTIVATIONS", "BLOCK_TYPES", "EXTRA_BLOCK_TYPES", "ALL_BLOCK_TYPES", "NORMS", "VALID_BLOCKS",
     "BasicResidual", "DenseBlock", "DepthwiseSeparable", "FireBlock", "InvertedBottleneck", "SqueezeExcite",
     "conv_unit", "make_block", "make_norm", "make_norm1d",
 ]
@@ -66,10 +66,10 @@ def _bias(use_norm: bool, bias: bool | None) -> bool:
 
 
 def conv_unit(cin: int, cout: int, kernel: int, stride: int, act: str, use_bn: bool, groups: int = 1, *,
-              norm: str = "bn", bias: bool | None = None) -> nn.Sequential:
-    """conv → (norm) → activation."""
+              norm: str = "bn", bias: bool | None = None, valid: bool = False) -> nn.Sequential:
+    """conv → (norm) → activation; zero padding keeps the size ("same"), or none with `valid` (LeNet's convs)."""
     return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=_bias(use_bn, bias)),
+        nn.Conv2d(cin, cout, kernel, stride, 0 if valid else kernel // 2, groups=groups, bias=_bias(use_bn, bias)),
         make_norm(cout, use_bn, norm),
         ACTIVATIONS[act](),
     )
@@ -198,17 +198,24 @@ class SqueezeExcite(nn.Module):
         return x * s
 
 
+#: Block kinds that can run without zero padding (`make_block(..., valid=True)`): a plain conv shrinks
+#: the map by kernel - 1; the other blocks add or concatenate branches that must keep their sizes equal.
+VALID_BLOCKS = frozenset({"conv", "conv_bn"})
+
+
 def make_block(kind: str, cin: int, cout: int, kernel: int, stride: int, act: str, use_bn: bool, *,
-               norm: str = "bn", bias: bool | None = None) -> nn.Module:
+               norm: str = "bn", bias: bool | None = None, valid: bool = False) -> nn.Module:
     """One block of `kind` (see ALL_BLOCK_TYPES).
 
     `use_bn` only matters for residual/inverted/dense/fire ("_bn" kinds always normalize, the plain
     conv/dws kinds never do); `norm` picks the norm kind, `bias` the conv bias policy (None: only
-    without a norm).
+    without a norm); `valid` drops the zero padding of a plain conv (a kind in VALID_BLOCKS).
     """
     kw = {"norm": norm, "bias": bias}
+    if valid and kind not in VALID_BLOCKS:
+        raise ValueError(f"block type {kind!r} has no unpadded form; only {sorted(VALID_BLOCKS)} do")
     if kind in ("conv", "conv_bn"):
-        return conv_unit(cin, cout, kernel, stride, act, kind == "conv_bn", **kw)
+        return conv_unit(cin, cout, kernel, stride, act, kind == "conv_bn", valid=valid, **kw)
     if kind in ("dws", "dws_bn"):
         return DepthwiseSeparable(cin, cout, kernel, stride, act, kind == "dws_bn", **kw)
     if kind == "residual":

@@ -8,18 +8,19 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from typing import Sequence, Union
 
 import torch
 from torch import nn
 
-from .blocks import ACTIVATIONS, ALL_BLOCK_TYPES, BLOCK_TYPES, SqueezeExcite, make_block, make_norm1d
+from .blocks import (ACTIVATIONS, ALL_BLOCK_TYPES, BLOCK_TYPES, VALID_BLOCKS, SqueezeExcite, make_block,
+                     make_norm1d)
 from .classic import CLASSIC_NAMES, ClassicSpec, classic_mlp_signatures, get_classic
 
-__all__ = ["SPLITS", "SPLIT_SIZES", "HELD_OUT_SAMPLED", "ArchSpec", "SpaceNet", "StageSpec", "build_arch",
-           "default_image_size", "get_arch"]
+__all__ = ["SPLITS", "SPLIT_SIZES", "HELD_OUT_SAMPLED", "VALID_SHARE", "ArchSpec", "SpaceNet", "StageSpec",
+           "at_image_size", "build_arch", "default_image_size", "feature_resolution", "get_arch"]
 
 #: Held-out splits and their sizes; "train" is unbounded.  "classic" is the hand-written families.
 #: "val" is drawn like "test" and watched during GHN training (`--val-every`); the benchmarks report on
@@ -79,6 +80,7 @@ class ArchSpec:
     head: tuple[int, ...] = ()  # hidden widths of the classifier: 1 + len(head) Linear layers
     dropout: float = 0.0
     image_size: int = 0       # 0: default_image_size(in_channels)
+    padding: str = "same"     # "valid": the stem and plain conv blocks without zero padding (LeNet-style)
 
     @property
     def name(self) -> str:
@@ -97,12 +99,18 @@ class ArchSpec:
             return f"mlp{head} | {self.act} {norm if self.use_bn else 'nonorm'}"
         stages = " ".join(f"{s.block}{s.width}x{s.depth}k{s.kernel}{'' if s.down == 'stride' else '/' + s.down}"
                           f"{'+se' if s.se else ''}" for s in self.stages)
-        return f"stem{self.stem_width}k{self.stem_kernel} {stages} | {self.act} {norm} | {self.head_pool}{head}"
+        valid = " | valid" if self.padding == "valid" else ""
+        return f"stem{self.stem_width}k{self.stem_kernel} {stages} | {self.act} {norm} | {self.head_pool}{head}{valid}"
 
     def key(self) -> str:
         """Canonical identity, used to keep training and held-out splits disjoint."""
         d = asdict(self)
         return repr(sorted((k, repr(v)) for k, v in d.items()))
+
+    def valid_at(self, stage: int | None) -> bool:
+        """Whether the stem (`stage` None) or the blocks of stage `stage` run without zero padding."""
+        block = "conv" if stage is None else self.stages[stage].block
+        return self.padding == "valid" and block in VALID_BLOCKS
 
     def build(self) -> nn.Module:
         return SpaceNet(self)
@@ -122,10 +130,10 @@ class SpaceNet(nn.Module):
             return
         stem_kind = "conv_bn" if spec.use_bn else "conv"
         self.stem = make_block(stem_kind, spec.in_channels, spec.stem_width, spec.stem_kernel, 1, spec.act,
-                               spec.use_bn, **kw)
+                               spec.use_bn, valid=spec.valid_at(None), **kw)
         blocks: list[nn.Module] = []
-        cin, res = spec.stem_width, spec.resolution
-        for stage in spec.stages:
+        cin = spec.stem_width
+        for s, stage in enumerate(spec.stages):
             if stage.down != "stride":
                 # ceil_mode: same output size as a padded stride-2 conv, so all three downsamplings agree
                 pool = nn.MaxPool2d if stage.down == "max" else nn.AvgPool2d
@@ -133,15 +141,14 @@ class SpaceNet(nn.Module):
             for i in range(stage.depth):
                 stride = 2 if i == 0 and stage.down == "stride" else 1
                 blocks.append(make_block(stage.block, cin, stage.width, stage.kernel, stride, spec.act, spec.use_bn,
-                                         **kw))
+                                         valid=spec.valid_at(s), **kw))
                 if stage.se:
                     blocks.append(SqueezeExcite(stage.width, spec.act, linear=stage.se_linear))
                 cin = stage.width
-            res = math.ceil(res / 2)
         self.features = nn.Sequential(*blocks)
         if spec.head_pool == "flatten":
             self.pool: nn.Module = nn.Identity()
-            features = cin * res * res
+            features = cin * feature_resolution(spec) ** 2
         else:
             self.pool = nn.AdaptiveAvgPool2d(1) if spec.head_pool == "avg" else nn.AdaptiveMaxPool2d(1)
             features = cin
@@ -153,6 +160,40 @@ class SpaceNet(nn.Module):
             return self.classifier(self.flatten(x))
         x = self.pool(self.features(self.stem(x)))
         return self.classifier(torch.flatten(x, 1))
+
+
+def feature_resolution(spec: ArchSpec) -> int:
+    """Side of the feature map a CNN spec's head receives (0 or less: an unpadded spec shrank it away).
+
+    Padded ("same") stages halve the side, rounding up, whichever way they downsample; an unpadded
+    (valid) conv of kernel k and stride t maps side n to (n - k) // t + 1, as nn.Conv2d does.
+    """
+    res = spec.resolution
+    if spec.valid_at(None):
+        res = res - spec.stem_kernel + 1
+    for s, stage in enumerate(spec.stages):
+        if stage.down != "stride":
+            res = math.ceil(res / 2)
+        for i in range(stage.depth):
+            stride = 2 if i == 0 and stage.down == "stride" else 1
+            if spec.valid_at(s):
+                res = (res - stage.kernel) // stride + 1 if res >= stage.kernel else 0
+            elif stride == 2:
+                res = math.ceil(res / 2)
+            if res < 1:
+                return 0
+    return res
+
+
+def at_image_size(spec: ArchSpec, image_size: int) -> ArchSpec:
+    """`spec` for inputs of side `image_size` (flatten heads size to it); an unpadded spec whose maps that
+    would shrink away runs padded."""
+    if spec.resolution == image_size:
+        return spec
+    sized = replace(spec, image_size=image_size)
+    if sized.padding == "valid" and feature_resolution(sized) < 1:
+        sized = replace(sized, padding="same")
+    return sized
 
 
 def _mlp(features: int, spec: ArchSpec, norm: bool) -> nn.Sequential:
@@ -216,6 +257,11 @@ def _sample_mlp(rng: random.Random, split: str, in_channels: int, num_classes: i
 #: training on the broad space stayed at chance on every CNN for 400 steps (measured), while these
 #: nets alone trained from step ~30.  The rare features still appear in the other draws.
 PLAIN_SHARE = 0.4
+#: Share of training CNNs whose stem and plain conv stages run without zero padding, as LeNet's do, so the
+#: GHN sees feature maps of every side (a flatten head after 5x5 maps, LeNet-5's, was never drawn: padded
+#: stages give 28 -> 14 -> 7 -> 4 -> 2 only). Drawn for "train" only, from a stream of its own
+#: (`_unpadded_variant`), so the held-out splits and "val" stay exactly what they were.
+VALID_SHARE = 0.25
 _PLAIN_ACTS = ("relu", "relu6", "hardswish")
 
 
@@ -316,7 +362,26 @@ def get_arch(split: str, index: int, in_channels: int = 1, num_classes: int = 10
         held = (_held_out_keys if split == "train" else _benchmark_keys)(in_channels, num_classes)
         while spec.key() in held or _is_classic_like(spec):
             spec = _sample(rng, sample_split, in_channels, num_classes)
+    if split == "train":
+        spec = _unpadded_variant(spec, _rng("train/padding", index))
     return spec
+
+
+def _unpadded_variant(spec: ArchSpec, rng: random.Random) -> ArchSpec:
+    """With probability VALID_SHARE, a CNN's unpadded ("valid") twin, unless that shrinks its maps away.
+
+    Half the twins also get a flatten head where its features stay within _MAX_FLATTEN (a global pool
+    hides the odd map sides the twin is for). No held-out spec is unpadded, so a twin cannot collide with one.
+    """
+    if spec.family != "cnn" or rng.random() >= VALID_SHARE:
+        return spec
+    twin = replace(spec, padding="valid")
+    side = feature_resolution(twin)
+    if side < 1:
+        return spec
+    if rng.random() < 0.5 and twin.stages[-1].width * side * side <= _MAX_FLATTEN:
+        twin = replace(twin, head_pool="flatten")
+    return twin
 
 
 def build_arch(split: str, index: int, in_channels: int = 1, num_classes: int = 10) -> nn.Module:

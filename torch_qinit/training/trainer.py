@@ -10,7 +10,6 @@ the step counter on disk.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import logging
 import math
@@ -32,12 +31,17 @@ from ..graph import capture
 from ..graph.arch_graph import WEIGHT_OPS
 from ..modules import resolve_device
 from ..quant import quantize_model, set_quant_bits
-from ..space import SPLIT_SIZES, get_arch
+from ..space import SPLIT_SIZES, at_image_size, get_arch
 from .export import training_record
 from .item_grads import backward_per_item
 from .lookahead import UnitStdScales, lookahead_loss
 from .norm_floor import norm_channel_penalty
-from .train_state import has_training_state, load_trained_ghn, load_training_state, save_training_state
+from .train_state import (
+    has_training_state,
+    load_trained_ghn,
+    load_training_state,
+    save_training_state,
+)
 from .validation import make_val_data, validate
 
 __all__ = ["TrainConfig", "ArchCache", "fit_steps_to_budget", "train", "lr_at", "sample_bits", "step_generator", "upgrade_decoder"]
@@ -134,8 +138,8 @@ class ArchCache:
         item = self._items.get(index)
         if item is None:
             spec = get_arch("train", index, self.in_channels, self.num_classes)
-            if self.image_size and spec.resolution != self.image_size:
-                spec = dataclasses.replace(spec, image_size=self.image_size)  # flatten heads size to the data
+            if self.image_size:
+                spec = at_image_size(spec, self.image_size)  # flatten heads size to the data
             model = spec.build()
             graph = capture(model)
             qmodel = quantize_model(model, w_bits=None, a_bits=None, fold_bn=False)

@@ -18,7 +18,6 @@ Nothing here touches the training state: the GHN's weights and train/eval flags,
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from ..modules import preserved_modes
-from ..space import SPLIT_SIZES, get_arch
+from ..space import SPLIT_SIZES, at_image_size, get_arch
 
 __all__ = ["VAL_IMAGES", "VAL_CALIB_BATCHES", "ValData", "make_val_data", "val_bits", "validate"]
 
@@ -98,8 +97,7 @@ def validate(ghn: torch.nn.Module, data: ValData) -> dict[str, float]:
     with torch.random.fork_rng(devices=[]), preserved_modes(ghn), torch.no_grad(), _quiet_library_logs():
         for i, batch in enumerate(data.test):
             spec = get_arch("val", i, data.in_channels, data.num_classes)
-            if spec.resolution != data.image_size:
-                spec = dataclasses.replace(spec, image_size=data.image_size)  # as training does (ArchCache)
+            spec = at_image_size(spec, data.image_size)  # as training does (ArchCache)
             torch.manual_seed(i)  # the classic fallback of unservable parameters draws from it
             model = spec.build()
             for key, b in bits.items():
