@@ -40,6 +40,11 @@ _WIDTHS: tuple[int, ...] = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 _MAX_FLATTEN = 4096
 
 
+def _flatten_fits(width: int, side: int) -> bool:
+    """Whether a flatten head over `width` maps of `side` x `side` stays within _MAX_FLATTEN features."""
+    return width * side * side <= _MAX_FLATTEN
+
+
 def default_image_size(in_channels: int) -> int:
     """The input side the space assumes: 28 for 1 channel (Fashion-MNIST), else 32 (CIFAR-10)."""
     return 28 if in_channels == 1 else 32
@@ -307,7 +312,7 @@ def _sample(rng: random.Random, split: str, in_channels: int, num_classes: int) 
     stem_width = 32 if wide_split else rng.choice((8, 16, 24, 32))
     stem_kernel = 3 if plain else _pick(rng, (3, 5, 7), (0.65, 0.2, 0.15))
     head_pool = "avg" if plain else _pick(rng, ("avg", "max", "flatten"), (0.55, 0.15, 0.3))
-    if head_pool == "flatten" and stages[-1].width * res * res > _MAX_FLATTEN:
+    if head_pool == "flatten" and not _flatten_fits(stages[-1].width, res):
         head_pool = "avg"
     head, dropout = ((), 0.0) if plain else _head(rng, wide_split)
     act = rng.choice(_PLAIN_ACTS) if plain else _pick(rng, tuple(_ACT_W), tuple(_ACT_W.values()))
@@ -379,7 +384,7 @@ def _unpadded_variant(spec: ArchSpec, rng: random.Random) -> ArchSpec:
     side = feature_resolution(twin)
     if side < 1:
         return spec
-    if rng.random() < 0.5 and twin.stages[-1].width * side * side <= _MAX_FLATTEN:
+    if rng.random() < 0.5 and _flatten_fits(twin.stages[-1].width, side):
         twin = replace(twin, head_pool="flatten")
     return twin
 
