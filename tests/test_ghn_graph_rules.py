@@ -34,6 +34,11 @@ def chain(*ops):
     # the network output: the logit layer, free within the wider bound
     (("linear", "output"), SignalRule(1.0, free=True, output=True)),
     (("linear", "global_pool", "output"), SignalRule(1.0, free=True, output=True)),
+    # a conv head ending in an activation (SqueezeNet: conv -> ReLU -> pool): still the logit layer
+    (("conv", "relu", "global_pool", "flatten", "output"), SignalRule(1.0, free=True, output=True)),
+    # ... but not when anything but pooling lies between that activation and the output
+    (("conv", "relu", "linear", "output"), SignalRule(ACT_GAINS["relu"], free=False)),
+    (("conv", "relu", "add", "output"), SignalRule(ACT_GAINS["relu"], free=False)),
     # nothing decides it (only transparent ops follow, or nothing at all): treated like an output
     (("conv", "flatten"), SignalRule(1.0, free=True, output=True)),
     (("linear",), SignalRule(1.0, free=True, output=True)),

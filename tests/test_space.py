@@ -88,7 +88,7 @@ def test_train_space_covers_the_hand_written_features():
     assert {st.block for st in stages} == set(ALL_BLOCK_TYPES)
     assert {st.down for st in stages} == {"stride", "max", "avg"}
     assert {s.act for s in specs} == set(ACTIVATIONS)
-    assert {s.head_pool for s in cnns} == {"avg", "max", "flatten"}
+    assert {s.head_pool for s in cnns} == {"avg", "max", "flatten", "conv", "conv_act"}
     assert {len(s.head) for s in cnns} == {0, 1, 2}  # 1-3 Linear layers
     assert share(lambda s: s.dropout > 0, cnns) > 0.05
     assert share(lambda st: st.se, stages) > 0.05 and any(st.se_linear for st in stages)
@@ -253,3 +253,32 @@ def test_at_image_size_pads_an_unpadded_net_whose_maps_would_vanish():
     assert tiny.image_size == 2 and tiny.padding == "same" and feature_resolution(tiny) >= 1
     assert _head_input_side(tiny.build(), tiny, 1) == feature_resolution(tiny)
     assert at_image_size(spec, 24).padding == "valid"  # still fits: stays unpadded
+
+
+# --------------------------------------------------------------------------- conv heads (SqueezeNet-style)
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_share_of_training_cnns_end_in_a_conv_head_whose_conv_is_the_logit_layer(channels):
+    import torch_qinit
+    from torch_qinit.ghn.calibration import output_layers
+    from torch_qinit.space.sampler import CONV_HEAD_SHARE, CONV_HEADS
+
+    cnns = [s for s in (get_arch("train", i, channels) for i in range(400)) if s.family == "cnn"]
+    heads = [s for s in cnns if s.head_pool in CONV_HEADS]
+    assert 0.5 * CONV_HEAD_SHARE < len(heads) / len(cnns) < 1.5 * CONV_HEAD_SHARE
+    assert {s.head_pool for s in heads} == set(CONV_HEADS) and all(not s.head for s in heads)
+    for spec in heads[:6]:
+        model = spec.build()
+        convs = [m for m in model.classifier if isinstance(m, nn.Conv2d)]
+        assert len(convs) == 1 and convs[0].out_channels == spec.num_classes and convs[0].kernel_size == (1, 1)
+        assert any(isinstance(m, ACTIVATIONS[spec.act]) for m in model.classifier) == (spec.head_pool == "conv_act")
+        x = torch.randn(2, channels, spec.resolution, spec.resolution)
+        assert model.eval()(x).shape == (2, spec.num_classes)
+        conv_name = next(n for n, m in model.named_modules() if m is convs[0])
+        assert output_layers(torch_qinit.capture(model, x)) == [conv_name]
+
+
+def test_held_out_splits_and_val_never_end_in_a_conv_head():
+    for split, n in SPLIT_SIZES.items():
+        if split != "classic":
+            assert all(get_arch(split, i).head_pool in ("avg", "max", "flatten") for i in range(n)), split

@@ -87,6 +87,8 @@ def _rule(graph: ArchGraph, succ: dict[int, list[int]], start: int) -> SignalRul
             seen.add(i)
             op = graph.nodes[i].op
             if op in ACT_GAINS:
+                if _only_pools_to_output(graph, succ, i):
+                    return SignalRule(1.0, True, output=True)  # SqueezeNet: conv → ReLU → pool are the logits
                 return _normed_rule(ACT_GAINS[op], normed, graph, succ, start)
             if op == "output":
                 return SignalRule(1.0, True, output=True)  # logit scale: the GHN's to choose, within bounds
@@ -97,6 +99,32 @@ def _rule(graph: ArchGraph, succ: dict[int, list[int]], start: int) -> SignalRul
             nxt.extend(succ.get(i, []))
         frontier = nxt
     return SignalRule(1.0, True, output=True)  # nothing follows: treat like an output
+
+
+#: Ops between an activation and the output that leave it the network's last nonlinearity.
+_POOLS = frozenset({"max_pool", "avg_pool", "global_pool", "flatten"})
+
+
+def _only_pools_to_output(graph: ArchGraph, succ: dict[int, list[int]], act: int) -> bool:
+    """True when every path from node `act` reaches the output through pooling/flatten only.
+
+    Then the layer before `act` emits the logits (a conv head ending in an activation, as in SqueezeNet),
+    and it is treated as the output layer instead of as a hidden layer the activation's gain would size.
+    """
+    stack, seen, reached = list(succ.get(act, [])), set(), False
+    while stack:
+        i = stack.pop()
+        if i in seen:
+            continue
+        seen.add(i)
+        op = graph.nodes[i].op
+        if op == "output":
+            reached = True
+        elif op in _POOLS:
+            stack.extend(succ.get(i, []))
+        else:
+            return False
+    return reached
 
 
 def _normed_rule(gain: float, normed: bool, graph: ArchGraph, succ: dict[int, list[int]], start: int) -> SignalRule:

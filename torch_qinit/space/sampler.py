@@ -36,6 +36,9 @@ _NORMED_BLOCKS = {"conv_bn", "dws_bn"}
 _NOBN_OF = {"conv_bn": "conv", "dws_bn": "dws"}
 #: Channel ladder.  Widths >= 256 are drawn only by a small share of archs, at <= 7x7 (see `_sample`).
 _WIDTHS: tuple[int, ...] = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+#: Fully convolutional heads (SqueezeNet, NiN): a 1x1 conv to the classes, then global average pool;
+#: "conv_act" puts the activation between them, as SqueezeNet does. Training draws only (`_conv_head_variant`).
+CONV_HEADS: tuple[str, ...] = ("conv", "conv_act")
 #: Flatten heads only when the flattened features stay this small (keeps the first Linear cheap).
 _MAX_FLATTEN = 4096
 
@@ -81,7 +84,7 @@ class ArchSpec:
     norm: str = "bn"      # norm kind wherever a norm is used: "bn", "gn" (GroupNorm), "ln" (GroupNorm(1,C)/LayerNorm)
     bias: bool | None = None  # None: conv/linear bias only without a norm; True: always
     stem_kernel: int = 3
-    head_pool: str = "avg"    # "avg"/"max" (global pool) or "flatten"
+    head_pool: str = "avg"    # "avg"/"max" (global pool), "flatten", or a conv head (CONV_HEADS)
     head: tuple[int, ...] = ()  # hidden widths of the classifier: 1 + len(head) Linear layers
     dropout: float = 0.0
     image_size: int = 0       # 0: default_image_size(in_channels)
@@ -151,8 +154,12 @@ class SpaceNet(nn.Module):
                     blocks.append(SqueezeExcite(stage.width, spec.act, linear=stage.se_linear))
                 cin = stage.width
         self.features = nn.Sequential(*blocks)
-        if spec.head_pool == "flatten":
+        if spec.head_pool in CONV_HEADS:
             self.pool: nn.Module = nn.Identity()
+            self.classifier: nn.Module = _conv_head(cin, spec)
+            return
+        if spec.head_pool == "flatten":
+            self.pool = nn.Identity()
             features = cin * feature_resolution(spec) ** 2
         else:
             self.pool = nn.AdaptiveAvgPool2d(1) if spec.head_pool == "avg" else nn.AdaptiveMaxPool2d(1)
@@ -164,6 +171,8 @@ class SpaceNet(nn.Module):
         if self.spec.family == "mlp":
             return self.classifier(self.flatten(x))
         x = self.pool(self.features(self.stem(x)))
+        if self.spec.head_pool in CONV_HEADS:
+            return torch.flatten(self.classifier(x), 1)
         return self.classifier(torch.flatten(x, 1))
 
 
@@ -199,6 +208,16 @@ def at_image_size(spec: ArchSpec, image_size: int) -> ArchSpec:
     if sized.padding == "valid" and feature_resolution(sized) < 1:
         sized = replace(sized, padding="same")
     return sized
+
+
+def _conv_head(features: int, spec: ArchSpec) -> nn.Sequential:
+    """(dropout →) 1x1 conv to the classes (→ activation) → global average pool, as SqueezeNet ends."""
+    layers: list[nn.Module] = [nn.Dropout(spec.dropout)] if spec.dropout else []
+    layers.append(nn.Conv2d(features, spec.num_classes, 1))
+    if spec.head_pool == "conv_act":
+        layers.append(ACTIVATIONS[spec.act]())
+    layers.append(nn.AdaptiveAvgPool2d(1))
+    return nn.Sequential(*layers)
 
 
 def _mlp(features: int, spec: ArchSpec, norm: bool) -> nn.Sequential:
@@ -267,6 +286,9 @@ PLAIN_SHARE = 0.4
 #: stages give 28 -> 14 -> 7 -> 4 -> 2 only). Drawn for "train" only, from a stream of its own
 #: (`_unpadded_variant`), so the held-out splits and "val" stay exactly what they were.
 VALID_SHARE = 0.25
+#: Share of training CNNs whose Linear head is swapped for a conv head (CONV_HEADS), from a stream of its
+#: own (`_conv_head_variant`): SqueezeNet-like nets end so, and the GHN had never seen a conv emit logits.
+CONV_HEAD_SHARE = 0.1
 _PLAIN_ACTS = ("relu", "relu6", "hardswish")
 
 
@@ -369,6 +391,7 @@ def get_arch(split: str, index: int, in_channels: int = 1, num_classes: int = 10
             spec = _sample(rng, sample_split, in_channels, num_classes)
     if split == "train":
         spec = _unpadded_variant(spec, _rng("train/padding", index))
+        spec = _conv_head_variant(spec, _rng("train/conv-head", index))
     return spec
 
 
@@ -387,6 +410,14 @@ def _unpadded_variant(spec: ArchSpec, rng: random.Random) -> ArchSpec:
     if rng.random() < 0.5 and _flatten_fits(twin.stages[-1].width, side):
         twin = replace(twin, head_pool="flatten")
     return twin
+
+
+def _conv_head_variant(spec: ArchSpec, rng: random.Random) -> ArchSpec:
+    """With probability CONV_HEAD_SHARE, a CNN with a conv head (half of them "conv_act") instead of its
+    pool/flatten and Linear layers. No held-out spec has one, so it cannot collide with one."""
+    if spec.family != "cnn" or rng.random() >= CONV_HEAD_SHARE:
+        return spec
+    return replace(spec, head_pool=rng.choice(CONV_HEADS), head=())
 
 
 def build_arch(split: str, index: int, in_channels: int = 1, num_classes: int = 10) -> nn.Module:
