@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= /usr/share/datasets/fashion-mnist
-# CIFAR-10 on our machines (no internet); any accepted layout or archive works, see torch_qinit/data/cifar10.py.
+# CIFAR-10 on our machines (no internet); any accepted layout or archive works, see torch_qinit/data/cifar10/__init__.py.
 CIFAR10_ARCHIVE ?= ../shared/data/cifar10-jpg.tar.gz
 
 .PHONY: setup data cifar10 test demo mutate clean

@@ -17,6 +17,9 @@ import torch
 from torch_qinit.data import DatasetNotFoundError, dataset_info, load_dataset
 from torch_qinit.data import cifar10 as c10
 from torch_qinit.data._common import CACHE_DIR_ENV, default_cache_dir
+from torch_qinit.data.cifar10 import cache as c10_cache
+from torch_qinit.data.cifar10 import decode as c10_decode
+from torch_qinit.data.cifar10 import sources as c10_sources
 
 PIL = pytest.importorskip("PIL.Image", reason="the image-folder layout needs Pillow")
 
@@ -30,9 +33,9 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     monkeypatch.delenv(c10.DATA_DIR_ENV, raising=False)
     monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path_factory.mktemp("cache")))
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))  # so ./data is empty
-    c10._arrays.cache_clear()
+    c10_cache.cached_arrays.cache_clear()
     yield
-    c10._arrays.cache_clear()
+    c10_cache.cached_arrays.cache_clear()
 
 
 def make_arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -179,7 +182,7 @@ def test_binary_batches(tmp_path: Path):
     assert_split(load("train", tmp_path), *TRAIN)
     assert_split(load("test", tmp_path), *TEST)
     (d / "test_batch.bin").write_bytes(bin_records(*TEST)[:-7])
-    c10._arrays.cache_clear()
+    c10_cache.cached_arrays.cache_clear()
     with pytest.raises(ValueError, match="whole number of 3073-byte records"):
         load("test", tmp_path, cache=False)
 
@@ -312,12 +315,12 @@ def test_disk_cache_serves_second_load_and_sees_changes(tmp_path: Path, monkeypa
     first.tensors[0].zero_()  # callers own their tensors; the cache is unaffected
     cached = sorted(p.name for p in (default_cache_dir() / "cifar10").glob("decoded-*.npz"))
     assert len(cached) == 1 and cached[0].endswith("-train.npz")
-    c10._arrays.cache_clear()  # as in a new process
+    c10_cache.cached_arrays.cache_clear()  # as in a new process
 
     def no_decode(*a, **k):
         raise AssertionError("decoded again instead of reading the cache")
 
-    monkeypatch.setattr(c10, "_decode", no_decode)
+    monkeypatch.setattr(c10_cache, "decode_split", no_decode)
     assert_split(load("train", root), *in_class_order(*TRAIN))
     # Adding an image changes the class folder's mtime, hence the key: decode afresh.
     (root / "train" / "cat" / "9999.png").write_bytes(png_bytes(TRAIN[0][0]))
@@ -335,8 +338,8 @@ def test_archive_caches_both_splits_in_one_pass(tmp_path: Path, monkeypatch: pyt
     with tarfile.open(archive, "w:gz") as tf:
         tf.add(tmp_path / "src" / "cifar-10-batches-bin", arcname="cifar-10-batches-bin")
     calls = []
-    real = c10._read_archive
-    monkeypatch.setattr(c10, "_read_archive", lambda p: calls.append(p) or real(p))
+    real = c10_decode.read_archive
+    monkeypatch.setattr(c10_decode, "read_archive", lambda p: calls.append(p) or real(p))
     load("train", archive)
     load("test", archive)
     assert len(calls) == 1
@@ -363,13 +366,13 @@ def test_archive_cache_is_keyed_by_name_size_and_mtime_not_path(tmp_path: Path, 
     def no_decode(*a, **k):
         raise AssertionError("decoded again instead of reading the cache")
 
-    monkeypatch.setattr(c10, "_decode", no_decode)
+    monkeypatch.setattr(c10_cache, "decode_split", no_decode)
     for where in (copy, link, link.parent):
-        c10._arrays.cache_clear()  # as in a new process
+        c10_cache.cached_arrays.cache_clear()  # as in a new process
         assert_split(load("test", where), *TEST)
     assert sorted((default_cache_dir() / "cifar10").glob("decoded-*.npz")) == cached
     os.utime(copy, ns=(1, 1))  # rewritten: another mtime
-    c10._arrays.cache_clear()
+    c10_cache.cached_arrays.cache_clear()
     with pytest.raises(AssertionError, match="decoded again"):
         load("test", link)
 
@@ -390,7 +393,7 @@ def test_prepare_removes_only_its_own_stale_pairs(tmp_path: Path):
     first = set(cache.glob("decoded-*.npz")) - others
     assert len(first) == 2
     os.utime(archive, ns=(2, 2))  # the same archive, provisioned again
-    c10._arrays.cache_clear()
+    c10_cache.cached_arrays.cache_clear()
     c10.prepare_cifar10(archive)
     second = set(cache.glob("decoded-*.npz")) - others
     assert len(second) == 2 and not second & first  # a new pair replaced the stale one
@@ -411,7 +414,7 @@ def test_corrupt_cache_file_is_ignored(tmp_path: Path):
     load("test", d)
     (cache_file,) = (default_cache_dir() / "cifar10").glob("decoded-*-test.npz")
     cache_file.write_bytes(b"garbage")
-    c10._arrays.cache_clear()
+    c10_cache.cached_arrays.cache_clear()
     assert_split(load("test", d), *TEST)
 
 
@@ -442,7 +445,7 @@ def test_loaders(tmp_path: Path):
 def _real_source() -> c10.CIFAR10Source | None:
     roots = ([Path(_REAL_ENV)] if _REAL_ENV else []) + [_REAL_CACHE_DIR / "cifar10"]
     for root in roots:
-        src = c10._detect(root)
+        src = c10_sources.detect(root)
         if src is not None:
             return src
     return None

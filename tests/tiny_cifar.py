@@ -22,9 +22,10 @@ def use_tiny_cifar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, n_train: int
     """Write tiny CIFAR-10 under ``tmp_path``, cache decoded arrays there too, and relax the 50000/10000 count
     check to these sizes (in this process only); returns the data folder."""
     from torch_qinit.data import cifar10
+    from torch_qinit.data.cifar10 import cache as cifar10_cache
 
     monkeypatch.setenv("TORCH_QINIT_CACHE_DIR", str(tmp_path / "cifar_cache"))
     monkeypatch.setitem(cifar10.SPLIT_SIZES, "train", n_train)
     monkeypatch.setitem(cifar10.SPLIT_SIZES, "test", n_test)
-    cifar10._arrays.cache_clear()
+    cifar10_cache.cached_arrays.cache_clear()
     return write_tiny_cifar(tmp_path / "cifar-10-batches-bin", n_train, n_test)
