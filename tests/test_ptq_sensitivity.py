@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def probe():
-    spec = importlib.util.spec_from_file_location("ptq_sensitivity", REPO / "benchmarks" / "scripts" / "ptq_sensitivity.py")
+    path = REPO / "benchmarks" / "scripts" / "ptq_sensitivity.py"
+    spec = importlib.util.spec_from_file_location("ptq_sensitivity", path)
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(REPO))  # the script imports `benchmarks`, as it does when run from the repo root
     try:

@@ -282,3 +282,51 @@ def test_held_out_splits_and_val_never_end_in_a_conv_head():
     for split, n in SPLIT_SIZES.items():
         if split != "classic":
             assert all(get_arch(split, i).head_pool in ("avg", "max", "flatten") for i in range(n)), split
+
+
+# --------------------------------------------------------------------------- pre-activation dense blocks (DenseNet-BC)
+
+def test_a_preact_dense_block_is_densenet_bc_ordered_and_keeps_sizes():
+    from torch_qinit.space.blocks import DenseBlock
+
+    block = make_block("dense", 8, 16, 3, 2, "relu", True, preact=True)
+    assert isinstance(block, DenseBlock) and len(block.units) == 2
+    growth = 4  # max(4, 16 // 4)
+    unit = block.units[0]
+    kinds = [type(m).__name__ for m in unit.modules() if not isinstance(m, nn.Sequential)]
+    assert kinds == ["BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d", "ReLU", "Conv2d"]  # norm-act-1x1, norm-act-kxk
+    assert (unit[0][2].kernel_size, unit[0][2].out_channels) == ((1, 1), 4 * growth)
+    assert (unit[1][2].kernel_size, unit[1][2].out_channels) == ((3, 3), growth)
+    assert all(m.bias is None for m in block.modules() if isinstance(m, nn.Conv2d))  # a norm follows each conv
+    assert [type(m).__name__ for m in block.transition] == ["BatchNorm2d", "ReLU", "Conv2d"]
+    assert block.transition[0].num_features == 8 + 2 * growth
+    assert block(torch.randn(2, 8, 7, 7)).shape == (2, 16, 4, 4)
+    plain = make_block("dense", 8, 16, 3, 1, "relu", False, preact=True)
+    assert isinstance(plain.units[0][0][0], nn.Identity) and plain.units[0][0][2].bias is not None
+    for kind in set(ALL_BLOCK_TYPES) - {"dense"}:
+        with pytest.raises(ValueError, match="no pre-activation form"):
+            make_block(kind, 4, 8, 3, 1, "relu", True, preact=True)
+
+
+def test_a_share_of_training_nets_with_dense_stages_are_preact_and_the_ghn_serves_them():
+    from torch_qinit.space.sampler import PREACT_SHARE
+
+    specs = [get_arch("train", i) for i in range(600)]
+    dense = [s for s in specs if s.family == "cnn" and any(st.block == "dense" for st in s.stages)]
+    preact = [s for s in dense if s.preact]
+    assert 0.5 * PREACT_SHARE < len(preact) / len(dense) < 1.5 * PREACT_SHARE
+    assert all(s in dense for s in specs if s.preact)  # only nets with a dense stage
+    for spec in preact[:3]:
+        model = spec.build()
+        assert spec.name.endswith("| preact")
+        assert model.eval()(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+        _check_capture(model)
+        norms_first = [b for b in model.features if type(b).__name__ == "DenseBlock"]
+        assert norms_first and all(isinstance(b.units[0][0][0], (nn.BatchNorm2d, nn.GroupNorm, nn.Identity))
+                                   for b in norms_first)
+
+
+def test_held_out_splits_and_val_are_never_preact():
+    for split, n in SPLIT_SIZES.items():
+        if split != "classic":
+            assert not any(get_arch(split, i).preact for i in range(n)), split

@@ -119,11 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         worst = min((k for k in row if k.startswith("only ")), key=row.get)
         widest = max((k for k in row if k.startswith("fold spread ")), key=row.get)
-        print(f"seed {seed}: float {100 * row['float']:.1f}  W4A4 {100 * row['w4a4']:.1f}  W4A8 {100 * row['w4a8']:.1f}"
-              f"  W8A4 {100 * row['w8a4']:.1f}  first layer 8-bit {100 * row['w4a4, first layer 8']:.1f}  worst single layer {worst[5:]} {100 * row[worst]:.1f}"
-              f"  widest fold {widest[12:]} {row[widest]:.1f}x  first conv channel {row['worst first-conv channel']} alone"
-              f" {100 * row['only that channel at 4']:.1f} (background response {row['its background response']:.2f}"
-              f" -> {row['quantized']:.2f})", flush=True)
+        print(f"seed {seed}: float {100 * row['float']:.1f}  W4A4 {100 * row['w4a4']:.1f}"
+              f"  W4A8 {100 * row['w4a8']:.1f}  W8A4 {100 * row['w8a4']:.1f}"
+              f"  first layer 8-bit {100 * row['w4a4, first layer 8']:.1f}"
+              f"  worst single layer {worst[5:]} {100 * row[worst]:.1f}  widest fold {widest[12:]} {row[widest]:.1f}x"
+              f"  first conv channel {row['worst first-conv channel']} alone {100 * row['only that channel at 4']:.1f}"
+              f" (background response {row['its background response']:.2f} -> {row['quantized']:.2f})", flush=True)
     for key in ("float", "w4a4", "w4a8", "w8a4", "w4a4, first layer 8",
                 *(k for k in rows[0] if k.startswith("only "))):
         print(f"median {key}: {100 * statistics.median(r[key] for r in rows):.1f} %")

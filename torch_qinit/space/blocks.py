@@ -11,7 +11,7 @@ from torch import nn
 __all__ = [
     "ACTIVATIONS", "BLOCK_TYPES", "EXTRA_BLOCK_TYPES", "ALL_BLOCK_TYPES", "NORMS", "VALID_BLOCKS",
     "BasicResidual", "DenseBlock", "DepthwiseSeparable", "FireBlock", "InvertedBottleneck", "SqueezeExcite",
-    "conv_unit", "make_block", "make_norm", "make_norm1d",
+    "conv_unit", "make_block", "make_norm", "make_norm1d", "preact_unit",
 ]
 
 #: The six block types of the paper's study.  "_bn" variants carry a norm layer.
@@ -75,6 +75,16 @@ def conv_unit(cin: int, cout: int, kernel: int, stride: int, act: str, use_bn: b
     )
 
 
+def preact_unit(cin: int, cout: int, kernel: int, act: str, use_bn: bool, *, norm: str = "bn",
+                bias: bool | None = None) -> nn.Sequential:
+    """(norm →) activation → conv, the pre-activation order of DenseNet and ResNet-v2 (stride 1, "same")."""
+    return nn.Sequential(
+        make_norm(cin, use_bn, norm),
+        ACTIVATIONS[act](),
+        nn.Conv2d(cin, cout, kernel, 1, kernel // 2, bias=_bias(use_bn, bias)),
+    )
+
+
 class DepthwiseSeparable(nn.Sequential):
     """Depthwise k×k conv then pointwise 1×1 conv (MobileNet-v1 block)."""
 
@@ -129,19 +139,28 @@ class DenseBlock(nn.Module):
     """Dense-block style: each unit's output is concatenated to its input, then a 1×1 transition to `cout`.
 
     With stride 2 the transition ends in a 2×2 average pool (as in DenseNet); ``ceil_mode`` makes the
-    output size ceil(H/2), like a padded stride-2 conv.
+    output size ceil(H/2), like a padded stride-2 conv. `preact` builds DenseNet-BC's form instead: every
+    unit is norm → act → 1×1 conv (4 × growth) → norm → act → k×k conv, and the transition norm → act → 1×1
+    conv, so the block's output is a conv's, not an activation's.
     """
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, act: str, use_bn: bool, *,
-                 norm: str = "bn", bias: bool | None = None, layers: int = 2, growth: int | None = None) -> None:
+                 norm: str = "bn", bias: bool | None = None, layers: int = 2, growth: int | None = None,
+                 preact: bool = False) -> None:
         super().__init__()
         growth = growth or max(4, cout // 4)
+        kw = {"norm": norm, "bias": bias}
         units, c = [], cin
         for _ in range(layers):
-            units.append(conv_unit(c, growth, kernel, 1, act, use_bn, norm=norm, bias=bias))
+            if preact:
+                units.append(nn.Sequential(preact_unit(c, 4 * growth, 1, act, use_bn, **kw),
+                                           preact_unit(4 * growth, growth, kernel, act, use_bn, **kw)))
+            else:
+                units.append(conv_unit(c, growth, kernel, 1, act, use_bn, **kw))
             c += growth
         self.units = nn.ModuleList(units)
-        self.transition = conv_unit(c, cout, 1, 1, act, use_bn, norm=norm, bias=bias)
+        self.transition = (preact_unit(c, cout, 1, act, use_bn, **kw) if preact
+                           else conv_unit(c, cout, 1, 1, act, use_bn, **kw))
         self.pool: nn.Module = nn.AvgPool2d(2, ceil_mode=True) if stride != 1 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -204,16 +223,19 @@ VALID_BLOCKS = frozenset({"conv", "conv_bn"})
 
 
 def make_block(kind: str, cin: int, cout: int, kernel: int, stride: int, act: str, use_bn: bool, *,
-               norm: str = "bn", bias: bool | None = None, valid: bool = False) -> nn.Module:
+               norm: str = "bn", bias: bool | None = None, valid: bool = False, preact: bool = False) -> nn.Module:
     """One block of `kind` (see ALL_BLOCK_TYPES).
 
     `use_bn` only matters for residual/inverted/dense/fire ("_bn" kinds always normalize, the plain
     conv/dws kinds never do); `norm` picks the norm kind, `bias` the conv bias policy (None: only
-    without a norm); `valid` drops the zero padding of a plain conv (a kind in VALID_BLOCKS).
+    without a norm); `valid` drops the zero padding of a plain conv (a kind in VALID_BLOCKS); `preact`
+    builds a dense block in DenseNet-BC's pre-activation form (other kinds have none).
     """
     kw = {"norm": norm, "bias": bias}
     if valid and kind not in VALID_BLOCKS:
         raise ValueError(f"block type {kind!r} has no unpadded form; only {sorted(VALID_BLOCKS)} do")
+    if preact and kind != "dense":
+        raise ValueError(f"block type {kind!r} has no pre-activation form; only 'dense' does")
     if kind in ("conv", "conv_bn"):
         return conv_unit(cin, cout, kernel, stride, act, kind == "conv_bn", valid=valid, **kw)
     if kind in ("dws", "dws_bn"):
@@ -223,7 +245,7 @@ def make_block(kind: str, cin: int, cout: int, kernel: int, stride: int, act: st
     if kind == "inverted":
         return InvertedBottleneck(cin, cout, kernel, stride, act, use_bn, **kw)
     if kind == "dense":
-        return DenseBlock(cin, cout, kernel, stride, act, use_bn, **kw)
+        return DenseBlock(cin, cout, kernel, stride, act, use_bn, preact=preact, **kw)
     if kind == "fire":
         return FireBlock(cin, cout, kernel, stride, act, use_bn, **kw)
     raise ValueError(f"unknown block type {kind!r}; expected one of {ALL_BLOCK_TYPES}")

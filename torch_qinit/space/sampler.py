@@ -19,8 +19,8 @@ from .blocks import (ACTIVATIONS, ALL_BLOCK_TYPES, BLOCK_TYPES, VALID_BLOCKS, Sq
                      make_norm1d)
 from .classic import CLASSIC_NAMES, ClassicSpec, classic_mlp_signatures, get_classic
 
-__all__ = ["SPLITS", "SPLIT_SIZES", "HELD_OUT_SAMPLED", "VALID_SHARE", "ArchSpec", "SpaceNet", "StageSpec",
-           "at_image_size", "build_arch", "default_image_size", "feature_resolution", "get_arch"]
+__all__ = ["SPLITS", "SPLIT_SIZES", "HELD_OUT_SAMPLED", "PREACT_SHARE", "VALID_SHARE", "ArchSpec", "SpaceNet",
+           "StageSpec", "at_image_size", "build_arch", "default_image_size", "feature_resolution", "get_arch"]
 
 #: Held-out splits and their sizes; "train" is unbounded.  "classic" is the hand-written families.
 #: "val" is drawn like "test" and watched during GHN training (`--val-every`); the benchmarks report on
@@ -89,6 +89,7 @@ class ArchSpec:
     dropout: float = 0.0
     image_size: int = 0       # 0: default_image_size(in_channels)
     padding: str = "same"     # "valid": the stem and plain conv blocks without zero padding (LeNet-style)
+    preact: bool = False      # dense blocks in DenseNet-BC's pre-activation form (norm → act → conv)
 
     @property
     def name(self) -> str:
@@ -108,7 +109,9 @@ class ArchSpec:
         stages = " ".join(f"{s.block}{s.width}x{s.depth}k{s.kernel}{'' if s.down == 'stride' else '/' + s.down}"
                           f"{'+se' if s.se else ''}" for s in self.stages)
         valid = " | valid" if self.padding == "valid" else ""
-        return f"stem{self.stem_width}k{self.stem_kernel} {stages} | {self.act} {norm} | {self.head_pool}{head}{valid}"
+        preact = " | preact" if self.preact else ""
+        return (f"stem{self.stem_width}k{self.stem_kernel} {stages} | {self.act} {norm} | {self.head_pool}{head}"
+                f"{valid}{preact}")
 
     def key(self) -> str:
         """Canonical identity, used to keep training and held-out splits disjoint."""
@@ -149,7 +152,8 @@ class SpaceNet(nn.Module):
             for i in range(stage.depth):
                 stride = 2 if i == 0 and stage.down == "stride" else 1
                 blocks.append(make_block(stage.block, cin, stage.width, stage.kernel, stride, spec.act, spec.use_bn,
-                                         valid=spec.valid_at(s), **kw))
+                                         valid=spec.valid_at(s), preact=spec.preact and stage.block == "dense",
+                                         **kw))
                 if stage.se:
                     blocks.append(SqueezeExcite(stage.width, spec.act, linear=stage.se_linear))
                 cin = stage.width
@@ -289,6 +293,10 @@ VALID_SHARE = 0.25
 #: Share of training CNNs whose Linear head is swapped for a conv head (CONV_HEADS), from a stream of its
 #: own (`_conv_head_variant`): SqueezeNet-like nets end so, and the GHN had never seen a conv emit logits.
 CONV_HEAD_SHARE = 0.1
+#: Share of training CNNs with a dense stage whose dense blocks take DenseNet-BC's pre-activation form
+#: (`_preact_variant`, a stream of its own): hand-written DenseNets are built so, the space's dense blocks
+#: were post-activation only, and the classic DenseNet started at 26 % W4A4.
+PREACT_SHARE = 0.5
 _PLAIN_ACTS = ("relu", "relu6", "hardswish")
 
 
@@ -392,6 +400,7 @@ def get_arch(split: str, index: int, in_channels: int = 1, num_classes: int = 10
     if split == "train":
         spec = _unpadded_variant(spec, _rng("train/padding", index))
         spec = _conv_head_variant(spec, _rng("train/conv-head", index))
+        spec = _preact_variant(spec, _rng("train/preact", index))
     return spec
 
 
@@ -418,6 +427,14 @@ def _conv_head_variant(spec: ArchSpec, rng: random.Random) -> ArchSpec:
     if spec.family != "cnn" or rng.random() >= CONV_HEAD_SHARE:
         return spec
     return replace(spec, head_pool=rng.choice(CONV_HEADS), head=())
+
+
+def _preact_variant(spec: ArchSpec, rng: random.Random) -> ArchSpec:
+    """With probability PREACT_SHARE, a CNN with a dense stage gets pre-activation dense blocks. No held-out
+    spec has them, so it cannot collide with one."""
+    if spec.family != "cnn" or not any(s.block == "dense" for s in spec.stages) or rng.random() >= PREACT_SHARE:
+        return spec
+    return replace(spec, preact=True)
 
 
 def build_arch(split: str, index: int, in_channels: int = 1, num_classes: int = 10) -> nn.Module:
