@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,11 +16,7 @@ def probe():
     path = REPO / "benchmarks" / "scripts" / "ptq_sensitivity.py"
     spec = importlib.util.spec_from_file_location("ptq_sensitivity", path)
     module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(REPO))  # the script imports `benchmarks`, as it does when run from the repo root
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(REPO))
+    spec.loader.exec_module(module)  # it puts the repo root on sys.path itself, for `benchmarks`
     return module
 
 

@@ -72,6 +72,15 @@ FAMILIES: dict[str, dict[str, Callable[[], nn.Module]]] = {
 }
 
 
+def probe_loaders(test_size: int) -> tuple[DataLoader, DataLoader]:
+    """(a fixed random `test_size` subset of Fashion-MNIST test, the first 10 train batches of 128 to calibrate)."""
+    train, test = load_dataset("fmnist", "train"), load_dataset("fmnist", "test")
+    idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:test_size]
+    test_loader = DataLoader(TensorDataset(test.tensors[0][idx], test.tensors[1][idx]), batch_size=500)
+    calib = DataLoader(TensorDataset(train.tensors[0][:1280], train.tensors[1][:1280]), batch_size=128)
+    return test_loader, calib
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--method", default="ghn-qat", help="GHN method (default ghn-qat)")
@@ -80,10 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
-    train, test = load_dataset("fmnist", "train"), load_dataset("fmnist", "test")
-    idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:args.test_size]
-    test_loader = DataLoader(TensorDataset(test.tensors[0][idx], test.tensors[1][idx]), batch_size=500)
-    calib = DataLoader(TensorDataset(train.tensors[0][:1280], train.tensors[1][:1280]), batch_size=128)
+    test_loader, calib = probe_loaders(args.test_size)
     print(f"{'variant':42s} {'float':>7s} {'W4A4':>7s}")
     for family in args.nets:
         for name, build in FAMILIES[family].items():

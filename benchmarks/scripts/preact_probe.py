@@ -2,7 +2,8 @@
 
 Takes the first training nets the sampler draws with `ArchSpec.preact` (half of those with a dense stage)
 and initializes each twice, as drawn and with `preact=False`, then prints zero-shot float and W4A4
-accuracy (`torch_qinit.evaluation.evaluate`, 1,000 fixed test images, BN recalibrated on 10 train batches).
+accuracy (`torch_qinit.evaluation.evaluate` on `head_probe.probe_loaders`: 1,000 fixed test images, BN
+recalibrated on 10 train batches).
 
     python benchmarks/scripts/preact_probe.py                        # the bundled ghn-qat, 8 nets
     TORCH_QINIT_WEIGHTS_DIR=DIR python benchmarks/scripts/preact_probe.py --nets 16
@@ -15,10 +16,9 @@ import warnings
 from dataclasses import replace
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from head_probe import probe_loaders  # this folder: a script's own folder is on its import path
 
 import torch_qinit
-from torch_qinit.data import load_dataset
 from torch_qinit.evaluation import evaluate
 from torch_qinit.space import get_arch
 
@@ -31,10 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
-    train, test = load_dataset("fmnist", "train"), load_dataset("fmnist", "test")
-    idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:args.test_size]
-    test_loader = DataLoader(TensorDataset(test.tensors[0][idx], test.tensors[1][idx]), batch_size=500)
-    calib = DataLoader(TensorDataset(train.tensors[0][:1280], train.tensors[1][:1280]), batch_size=128)
+    test_loader, calib = probe_loaders(args.test_size)
     specs, i = [], 0
     while len(specs) < args.nets:
         spec = get_arch("train", i)

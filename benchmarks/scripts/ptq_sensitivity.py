@@ -25,18 +25,21 @@ import argparse
 import csv
 import os
 import statistics
+import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from benchmarks.common import fixed_batches, init_model, load_data
-from benchmarks.init_study import build_net, train_float
-from torch_qinit.evaluation import accuracy
-from torch_qinit.quant import fold_bn, quantize_model, set_quant_bits
-from torch_qinit.quant.fake_quant import fake_quant_weight
-from torch_qinit.quant.modules import quantized_layers
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: `benchmarks` is not installed
+from benchmarks.common import fixed_batches, init_model, load_data  # noqa: E402
+from benchmarks.init_study import build_net, train_float  # noqa: E402
+from torch_qinit.evaluation import accuracy  # noqa: E402
+from torch_qinit.quant import fold_bn, quantize_model, set_quant_bits  # noqa: E402
+from torch_qinit.quant.fake_quant import fake_quant_weight  # noqa: E402
+from torch_qinit.quant.modules import quantized_layers  # noqa: E402
 
 
 def fold_scale_spread(model: nn.Module) -> dict[str, float]:
