@@ -48,7 +48,7 @@ from benchmarks.common import (
 )
 from torch_qinit.modules import device_of
 
-__all__ = ["main", "run_one", "build_net", "train_float", "activation_ranges", "summarize"]
+__all__ = ["main", "run_one", "init_and_train", "build_net", "train_float", "activation_ranges", "summarize"]
 
 NAME = "init_study"
 logger = logging.getLogger(__name__)
@@ -149,23 +149,33 @@ def _finite_params(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
+def init_and_train(block: str, method: str, seed: int, steps: int, lr: float, train_loader,
+                   dataset: str = "fmnist", device: str = "cpu") -> tuple[nn.Module, Any, float, bool]:
+    """A cell's start and float training: (model, init report, mean loss of the last 10 steps, diverged).
+
+    The seed sets the initializer draw and, through the loader's own generator, the data order.
+    """
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, report = init_model(build_net(block, in_channels(dataset)), method, seed=seed, bits=4, device=device)
+    train_loader.generator.manual_seed(seed)
+    loss, diverged = train_float(model, train_loader, steps, lr)
+    return model, report, loss, diverged
+
+
 def run_one(block: str, method: str, seed: int, args, train_loader, test_loader, calib) -> tuple[dict, list[dict]]:
     """One grid cell: init, float-train, PTQ at W8A8/W4A4; returns (row, per-layer range rows)."""
     from torch_qinit.evaluation import accuracy
     from torch_qinit.quant import fold_bn, quantize_model, weight_quant_error
 
     t0 = time.perf_counter()
-    torch.manual_seed(seed)  # data order below comes from the loader's own generator
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model, report = init_model(build_net(block, in_channels(getattr(args, "dataset", "fmnist"))), method,
-                                   seed=seed, bits=4, device=getattr(args, "device", "cpu"))
+    model, report, loss, diverged = init_and_train(block, method, seed, args.steps, args.lr, train_loader,
+                                                   getattr(args, "dataset", "fmnist"), getattr(args, "device", "cpu"))
     row: dict[str, Any] = {"block": block, "init": method, "seed": seed, "steps": args.steps,
                            "params": sum(p.numel() for p in model.parameters()),
                            "ghn_share": round(sum(s == "ghn" for s in report.sources.values())
                                               / max(1, len(report.sources)), 3)}
-    train_loader.generator.manual_seed(seed)  # seed sets the data order, not just the init
-    loss, diverged = train_float(model, train_loader, args.steps, args.lr)
     row["train_loss"] = loss
     if diverged or not _finite_params(model):
         row.update(status="diverged", float_acc=math.nan, seconds=round(time.perf_counter() - t0, 2))

@@ -26,7 +26,6 @@ import csv
 import os
 import statistics
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +33,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: `benchmarks` is not installed
-from benchmarks.common import fixed_batches, init_model, load_data  # noqa: E402
-from benchmarks.init_study import build_net, train_float  # noqa: E402
+from benchmarks.common import fixed_batches, load_data  # noqa: E402
+from benchmarks.init_study import init_and_train  # noqa: E402
 from torch_qinit.evaluation import accuracy  # noqa: E402
 from torch_qinit.quant import fold_bn, quantize_model, set_quant_bits  # noqa: E402
 from torch_qinit.quant.fake_quant import fake_quant_weight  # noqa: E402
@@ -75,13 +74,8 @@ def first_conv_channels(model: nn.Module, test, background: float) -> list[tuple
 
 def probe(block: str, method: str, seed: int, steps: int, lr: float, train, test, calib,
           background: float) -> dict[str, Any]:
-    """One study cell, trained as `init_study.run_one` trains it, then the W4A4 loss taken apart."""
-    torch.manual_seed(seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model, _ = init_model(build_net(block), method, seed=seed, bits=4)
-    train.generator.manual_seed(seed)
-    train_float(model, train, steps, lr)
+    """One study cell, started and trained by the study's own `init_and_train`, then the W4A4 loss taken apart."""
+    model, *_ = init_and_train(block, method, seed, steps, lr, train)
     row: dict[str, Any] = {"block": block, "method": method, "seed": seed, "float": accuracy(model, test, "cpu")}
     q = quantize_model(model, w_bits=4, fold_bn=True, calib_data=calib)
     q.eval()
