@@ -98,13 +98,18 @@ class BlockDecoder(nn.Module):
         if not shapes:
             return []
         grids = [(math.ceil(s[0] / c.block_out), math.ceil(s[1] / c.block_in)) for s in shapes]
-        # rows(h + P_out(a) + P_in(b)) = rows(h) + W·P_out(a) + W·P_in(b): the [hidden → block_out·rank]
-        # map runs once per node and once per tile position, not once per tile.
+        # The decoder's first two maps are affine, so row_hidden(rows(h + P_out(a) + P_in(b))) splits into
+        # row_hidden(rows(h)) + A·rows_W·P_out(a) + A·rows_W·P_in(b) (A: row_hidden's weight, no bias on the
+        # position terms).  Each term runs once per node or tile position, not once per tile row, and the
+        # per-row work is one broadcast add at the MLP's width.
         n_pos = max(max(g) for g in grids)
         positions = tile_encoding(torch.arange(n_pos, device=h.device))
-        codes = self.rows(h)
-        out_codes = F.linear(self.tile_out(positions), self.rows.weight)
-        in_codes = F.linear(self.tile_in(positions), self.rows.weight)
+        bo, r = c.block_out, c.decoder_rank
+        codes = self.row_hidden(self.rows(h).view(-1, bo, r))  # [M, bo, d]
+        out_codes = F.linear(F.linear(self.tile_out(positions), self.rows.weight).view(n_pos, bo, r),
+                             self.row_hidden.weight)  # [n_pos, bo, d]
+        in_codes = F.linear(F.linear(self.tile_in(positions), self.rows.weight).view(n_pos, bo, r),
+                            self.row_hidden.weight)
         out = []
         for m, (shape, (n_out, n_in)) in enumerate(zip(shapes, grids)):
             w = self._decode_weight(codes[m], out_codes[:n_out], in_codes[:n_in], shape)
@@ -119,25 +124,25 @@ class BlockDecoder(nn.Module):
                        shape: tuple[int, ...]) -> torch.Tensor:
         """All tiles of one weight, decoded straight into its [out, fan_in] matrix (no per-tile tensors).
 
-        Tile (a, b) holds rows a·block_out.. and input channels b·block_in..; its row r is decoded from
-        code + out_codes[a] + in_codes[b] (row r of each).  The codes are laid out as [a, r, b], so the
-        rows of the last matmul come out in the weight's own order: row a·block_out + r, then input
-        tile b, then (channel, kh, kw): the [out, in·kh·kw] matrix.  A narrower last input tile is
-        decoded at full width and cut off (column j depends only on out_weight[:, j]).
+        Tile (a, b) holds rows a·block_out.. and input channels b·block_in..; its row r's hidden
+        pre-activation is code[r] + out_codes[a, r] + in_codes[b, r] (each already through the row MLP's
+        linear map).  The sum is laid out as [a, r, b], so the rows of the last matmul come out in the
+        weight's own order: row a·block_out + r, then input tile b, then (channel, kh, kw): the
+        [out, in·kh·kw] matrix.  A narrower last input tile is decoded at full width and cut off
+        (column j depends only on out_weight[:, j]).
         """
         c, K = self.cfg, self.cfg.block_kernel
         out_c, in_c = shape[0], shape[1]
         kh, kw = _kernel(shape, K)
-        n_out, n_in = out_codes.shape[0], in_codes.shape[0]
-        bo, r = c.block_out, c.decoder_rank
-        in_codes = in_codes.view(n_in, bo, r).transpose(0, 1).contiguous()  # small; keeps the sum contiguous
-        z = (code.view(1, bo, 1, r) + out_codes.view(n_out, bo, 1, r)) + in_codes   # [a, r, b, rank]
-        z = z.reshape(n_out * bo, n_in, r)[:out_c]  # a last row tile may be partial
-        rows = self.row_hidden(z)
+        n_out, n_in, d = out_codes.shape[0], in_codes.shape[0], code.shape[-1]
+        bo = c.block_out
+        in_codes = in_codes.transpose(0, 1).contiguous()  # [r, b, d]; small, and keeps the sum row-major
+        rows = (code + out_codes).view(n_out, bo, 1, d) + in_codes  # [a, r, b, d]
+        rows = rows.view(n_out * bo, n_in, d)[:out_c]  # a last row tile may be partial
         rows = F.gelu(rows) if rows.requires_grad else torch.ops.aten.gelu_(rows)  # in place without autograd
         cin = min(c.block_in, in_c)
         h0, w0 = (K - kh) // 2, (K - kw) // 2
-        weight = self.out_weight[:, :cin, h0:h0 + kh, w0:w0 + kw].reshape(rows.shape[-1], -1)
+        weight = self.out_weight[:, :cin, h0:h0 + kh, w0:w0 + kw].reshape(d, -1)
         bias = self.out_bias[:cin, h0:h0 + kh, w0:w0 + kw].reshape(-1)
         x = F.linear(rows, weight.t(), bias)  # [out, n_in, cin·kh·kw], bias add fused
         return x.view(out_c, -1)[:, :in_c * kh * kw]
@@ -281,7 +286,7 @@ def shape_weight(pattern: torch.Tensor, gain: torch.Tensor, rule: SignalRule | N
         std = factor * (rule.gain / math.sqrt(fan_in))
     if rule is not None and not rule.output and pattern.numel() > 1:
         # version 2 patterns are orthonormal tiles: scale by their RMS; subtracting a mean would bend them
-        rms = pattern.pow(2).mean().sqrt()
+        rms = torch.linalg.vector_norm(pattern) / math.sqrt(pattern.numel())  # one fused pass, no temporary
         if rms > 1e-8:
             return pattern.mul_(std / rms) if inplace else pattern * (std / rms)
     spread = pattern.std(unbiased=False) if pattern.numel() > 1 else pattern.new_zeros(())
