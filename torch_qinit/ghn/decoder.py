@@ -92,6 +92,12 @@ class BlockDecoder(nn.Module):
     def _row_codes(self, h: torch.Tensor) -> torch.Tensor:
         return self.rows(h).view(-1, self.cfg.block_out, self.cfg.decoder_rank)
 
+    def _position_codes(self, tile: nn.Linear, positions: torch.Tensor) -> torch.Tensor:
+        """A tile position's term of the row MLP's pre-activation [n, block_out, d]: the linear parts of
+        `rows` and `row_hidden` only (their biases enter once, through the node's code)."""
+        codes = F.linear(tile(positions), self.rows.weight).view(-1, self.cfg.block_out, self.cfg.decoder_rank)
+        return F.linear(codes, self.row_hidden.weight)
+
     def _tiled_patterns(self, h: torch.Tensor, shapes: list[tuple[int, ...]],
                         orthonormal: list[bool]) -> list[torch.Tensor]:
         c, K = self.cfg, self.cfg.block_kernel
@@ -104,12 +110,9 @@ class BlockDecoder(nn.Module):
         # per-row work is one broadcast add at the MLP's width.
         n_pos = max(max(g) for g in grids)
         positions = tile_encoding(torch.arange(n_pos, device=h.device))
-        bo, r = c.block_out, c.decoder_rank
-        codes = self.row_hidden(self.rows(h).view(-1, bo, r))  # [M, bo, d]
-        out_codes = F.linear(F.linear(self.tile_out(positions), self.rows.weight).view(n_pos, bo, r),
-                             self.row_hidden.weight)  # [n_pos, bo, d]
-        in_codes = F.linear(F.linear(self.tile_in(positions), self.rows.weight).view(n_pos, bo, r),
-                            self.row_hidden.weight)
+        codes = self.row_hidden(self._row_codes(h))  # [M, bo, d]
+        out_codes = self._position_codes(self.tile_out, positions)  # [n_pos, bo, d]
+        in_codes = self._position_codes(self.tile_in, positions)
         out = []
         for m, (shape, (n_out, n_in)) in enumerate(zip(shapes, grids)):
             w = self._decode_weight(codes[m], out_codes[:n_out], in_codes[:n_in], shape)
