@@ -254,3 +254,18 @@ def test_a_model_of_another_dtype_or_device_is_calibrated_not_skipped(device, dt
     for name in ref.factors:
         assert result.factors[name] == pytest.approx(ref.factors[name], rel=1e-4)
     assert all(v.device.type == "cpu" and v.dtype == torch.float32 for v in preds.values())  # still the GHN's
+
+
+def test_dropout_draws_do_not_depend_on_the_global_rng():
+    """Calibration runs in train mode, so dropout draws; a fixed seed inside the pass makes the factors the
+    same whatever the caller's RNG state, and that state is as it was afterwards."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    graph = capture(model)
+    factors = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        state = torch.get_rng_state()
+        factors.append(calibrate_scales(model, graph, preds_of(model), logit_std=1.0))
+        assert torch.equal(torch.get_rng_state(), state)
+    assert factors[0].factors == factors[1].factors and factors[0].logit_factors == factors[1].logit_factors

@@ -19,7 +19,9 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from .ghn.calibration import calibrate_scales, calibrated_layers, check_logit_std, first_layer, first_layer_inputs
+from .ghn.balance import balance_checked
+from .ghn.calibration import (calibrate_scales, calibrated_layers, check_logit_std, first_layer, first_layer_inputs,
+                              synthetic_input)
 from .graph import ArchGraph, capture_with_note
 from .init import apply_classic_init, available_methods
 from .init.registry import as_generator, classic_values
@@ -89,8 +91,12 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
         calibrate: GHN methods only: run one forward pass on `example_input` (or a
             standard-normal batch shaped for the first layer) and rescale every
             predicted conv/linear that no norm layer follows to unit output std
-            (LSUV-style), so deep nets without BN keep their signal.  False keeps
-            the raw predictions.  The report's ``calibration_note`` says what it did.
+            (LSUV-style), so deep nets without BN keep their signal; then move scale
+            between layers joined only by ReLU / pooling (outputs unchanged, checked) so
+            every layer of such a chain has the same fan-in-normalized weight scale, as
+            under He init, and plain SGD takes alike steps on all of them
+            (``ghn/balance.py``).  False keeps the raw predictions.  The report's
+            ``calibration_note`` says what it did.
         logit_std: a cap on the output (logit) layer, which calibration otherwise leaves
             at the GHN's learned logit scale: the same forward pass measures that layer's
             output std (after the upstream rescaling) and, if above the cap, scales its
@@ -179,6 +185,12 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
         calibration = calibrate_scales(model, graph, preds, example_input, image_size=ghn.config.input_shape[-1],
                                        logit_std=logit_std)
         calibration_note = calibration.summary()
+        if not calibration.skipped:
+            # move scale between norm-free layers so they train alike; the outputs stay (see ghn/balance.py)
+            x = example_input if example_input is not None else synthetic_input(graph, model,
+                                                                                  ghn.config.input_shape[-1])
+            balance_note = balance_checked(model, graph, preds, x).summary()
+            calibration_note = "; ".join(filter(None, (calibration_note, balance_note)))
         failed = bool(calibration.skipped) and calibration.skipped.startswith("forward pass failed")
         # the default logit cap alone is no reason to warn (models a synthetic batch cannot drive, e.g. token
         # ids); the layer list is only looked up on failure, off the common path

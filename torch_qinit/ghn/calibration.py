@@ -34,7 +34,7 @@ from ..graph.capture import untouched
 from .signal import signal_rules
 
 __all__ = ["CalibrationResult", "calibrate_scales", "calibrated_layers", "check_logit_std", "first_layer",
-           "first_layer_inputs", "output_layers", "synthetic_input", "output_divisor"]
+           "first_layer_inputs", "output_layers", "synthetic_input", "output_divisor", "untied_state"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def output_divisor(out: torch.Tensor) -> torch.Tensor:
     return out.detach().std().clamp_min(1e-8)
 
 
-def _untied_state(model: nn.Module, preds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def untied_state(model: nn.Module, preds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The model's state with `preds` put in (on each replaced tensor's device and dtype), each tensor under
     one name only.
 
@@ -203,13 +203,16 @@ def calibrate_scales(model: nn.Module, graph: ArchGraph, preds: dict[str, torch.
             return out * (1.0 / stds[name]) if rescale else None
         return hook
 
-    state = _untied_state(model, preds)
+    state = untied_state(model, preds)
     handles = [mod.register_forward_hook(make_hook(name, rescale=True)) for name, mod in targets.items()]
     handles += [mod.register_forward_hook(make_hook(name, rescale=False)) for name, mod in outputs.items()]
     try:
         # `untouched` puts back buffers (BN statistics), attributes and train/eval flags afterwards
         with untouched(model, x):
             model.train()  # norms use batch statistics, as in the QAT loop that follows
+            # dropout draws from the global RNG (restored by `untouched`): a fixed seed makes the measured
+            # stds, and so the weights, the same on every call, whatever ran before (a GHN's first load draws)
+            torch.manual_seed(0)
             with torch.no_grad():
                 functional_call(model, state, (x,), strict=False)
     except Exception as exc:  # noqa: BLE001 - any model we cannot run is skipped, not fatal
