@@ -195,3 +195,43 @@ def test_initialize_balances_a_plain_cnn_and_keeps_its_function(monkeypatch):
     # a BN net has nothing to balance and says nothing about it
     bn = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 26 * 26, 10))
     assert "balanced" not in torch_qinit.initialize_(bn, bits=4, generator=0).calibration_note
+
+
+def test_strength_moves_each_layer_that_share_of_the_way():
+    model = cnn()
+    x = torch.randn(4, 1, 28, 28)
+    names = ["0", "3", "8", "10"]
+    base = scrambled(model, [0.3, 2.0, 0.7, 1.9])
+    before = levels(base, names)
+    mean = sum(before.values()) / len(before)
+    for strength in (0.0, 0.5):
+        preds = dict(base)
+        result = balance_scales(capture(model), preds, strength=strength)
+        after = levels(preds, names)
+        for n in names:
+            assert after[n] == pytest.approx(before[n] + strength * (mean - before[n]), abs=1e-5)
+        torch.testing.assert_close(run(model, preds, x), run(model, base, x), rtol=1e-4, atol=1e-5)
+        assert bool(result.weight_factors) == (strength > 0)
+
+
+def test_separate_trees_get_separate_levels():
+    # a BN splits the net into two chains: 0 -> 2 (2 feeds the norm) and 5 -> 7; scale cannot move between them
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.BatchNorm1d(8), nn.ReLU(),
+                          nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    graph = capture(model)
+    assert [(link.producer, link.consumers) for link in scale_links(graph)] == [("0", ("2",)), ("5", ("7",))]
+    preds = scrambled(model, [0.2, 1.0, 5.0, 3.0])
+    x = torch.randn(16, 6)
+    ref = run(model, preds, x)
+    before = levels(preds, ["0", "2", "5", "7"])
+    result = balance_scales(graph, preds)
+    after = levels(preds, ["0", "2", "5", "7"])
+    for a, b in (("0", "2"), ("5", "7")):
+        mean = (before[a] + before[b]) / 2
+        assert after[a] == pytest.approx(mean, abs=1e-5) and after[b] == pytest.approx(mean, abs=1e-5)
+    assert after["0"] != pytest.approx(after["5"], abs=0.1)  # each chain keeps its own level
+    assert result.spread_after == pytest.approx(1.0, abs=1e-5)
+    assert result.spread_before == pytest.approx(max(math.exp(abs(before["0"] - before["2"])),
+                                                     math.exp(abs(before["5"] - before["7"]))), rel=1e-5)
+    torch.testing.assert_close(run(model, preds, x), ref, rtol=1e-4, atol=1e-5)

@@ -46,8 +46,8 @@ class ScaleLink:
 @dataclass
 class BalanceResult:
     """Per-layer factors applied to weights (``weight_factors``) and biases (``bias_factors``), and the
-    spread of fan-in-normalized weight RMS over the balanced layers before and after (max / min); or why
-    nothing was changed (`skipped`)."""
+    spread of fan-in-normalized weight RMS (max / min) within the widest tree of links before and after;
+    or why nothing was changed (`skipped`)."""
 
     weight_factors: dict[str, float] = field(default_factory=dict)
     bias_factors: dict[str, float] = field(default_factory=dict)
@@ -115,14 +115,16 @@ def _log_scale(weight: torch.Tensor) -> float:
     return math.log(max(rms, 1e-30) * math.sqrt(fan_in))
 
 
-def balance_scales(graph: ArchGraph, preds: dict[str, torch.Tensor]) -> BalanceResult:
+def balance_scales(graph: ArchGraph, preds: dict[str, torch.Tensor], strength: float = 1.0) -> BalanceResult:
     """Equalize, in `preds` (updated in place), the weight scale along every chain of `scale_links`.
 
     Each link carries one log-factor x: its producer's weight and bias are multiplied by e^x, its
     consumers' weights by e^-x.  Along a tree of links every producer is set to one common level m, and m
     is the least-squares fit of the leaves (which have no link of their own to adjust them); on a chain
-    that makes every layer equal, and the product of the factors is 1.  Links whose layers were not all
-    predicted are left out.
+    that makes every layer equal, and the product of the factors is 1.  Separate trees get separate
+    levels.  Links whose layers were not all predicted are left out.  `strength` in [0, 1] scales every
+    log-factor: each chain layer moves that share of the way to the common level (any factors keep the
+    outputs, so every strength is exact).
     """
     links = [link for link in scale_links(graph)
              if all(f"{name}.weight" in preds for name in (link.producer, *link.consumers))]
@@ -132,25 +134,31 @@ def balance_scales(graph: ArchGraph, preds: dict[str, torch.Tensor]) -> BalanceR
     parent = {c: link.producer for link in links for c in link.consumers}
     level = {name: _log_scale(preds[f"{name}.weight"])
              for link in links for name in (link.producer, *link.consumers)}
-    # x of each link as a + b·m (m the common level, unknown until the leaves are fitted); a layer's level
-    # after balancing is its own level + x of its link - x of its parent's link.
-    x: dict[str, tuple[float, float]] = {}
-    leaves: list[tuple[float, float]] = []
-    # depth-first from every root, with a stack (chains can be 1,000 layers deep)
-    stack = [(link.producer, (0.0, 0.0)) for link in links if link.producer not in parent]
-    while stack:
-        name, parent_x = stack.pop()
-        own = (level[name] - parent_x[0], -parent_x[1])  # level after the parent's factor, as a + b·m
-        link = by_producer.get(name)
-        if link is None:
-            leaves.append(own)
-            continue
-        x[name] = (-own[0], 1.0 - own[1])  # brings this producer to m
-        stack.extend((c, x[name]) for c in link.consumers)
-    # leaves: level a + b·m; choose m minimizing sum (a + b·m - m)^2 (on a chain, the mean level)
-    den = sum((1.0 - b) ** 2 for _, b in leaves)
-    m = (sum(a * (1.0 - b) for a, b in leaves) / den) if den > 1e-12 else sum(level.values()) / len(level)
-    xs = {name: a + b * m for name, (a, b) in x.items()}
+    # Trees of links are independent (nothing joins them but a concat, an add or a norm), so each gets its
+    # own level m.  Within a tree, x of each link is a + b·m, m unknown until the leaves are fitted; a
+    # layer's level after balancing is its own level + x of its link - x of its parent's link.
+    xs: dict[str, float] = {}
+    trees: list[list[str]] = []
+    for root in (link.producer for link in links if link.producer not in parent):
+        x: dict[str, tuple[float, float]] = {}
+        leaves: list[tuple[float, float]] = []
+        tree: list[str] = []
+        stack = [(root, (0.0, 0.0))]  # depth-first with a stack: chains can be 1,000 layers deep
+        while stack:
+            name, parent_x = stack.pop()
+            tree.append(name)
+            own = (level[name] - parent_x[0], -parent_x[1])  # level after the parent's factor, as a + b·m
+            link = by_producer.get(name)
+            if link is None:
+                leaves.append(own)
+                continue
+            x[name] = (-own[0], 1.0 - own[1])  # brings this producer to m
+            stack.extend((c, x[name]) for c in link.consumers)
+        # leaves: level a + b·m; m minimizes sum (a + b·m - m)^2 (on a chain: the mean level of the chain)
+        den = sum((1.0 - b) ** 2 for _, b in leaves)
+        m = sum(a * (1.0 - b) for a, b in leaves) / den if den > 1e-12 else sum(level[n] for n in tree) / len(tree)
+        xs.update((name, strength * (a + b * m)) for name, (a, b) in x.items())
+        trees.append(tree)
 
     result = BalanceResult()
     after = {}
@@ -165,13 +173,14 @@ def balance_scales(graph: ArchGraph, preds: dict[str, torch.Tensor]) -> BalanceR
         preds[f"{name}.weight"] = preds[f"{name}.weight"] * factor
     for name, factor in result.bias_factors.items():
         preds[f"{name}.bias"] = preds[f"{name}.bias"] * factor
-    result.spread_before = math.exp(max(level.values()) - min(level.values()))
-    result.spread_after = math.exp(max(after.values()) - min(after.values()))
+    # the widest tree before and after (levels of separate trees need not match)
+    result.spread_before = max(math.exp(max(level[n] for n in t) - min(level[n] for n in t)) for t in trees)
+    result.spread_after = max(math.exp(max(after[n] for n in t) - min(after[n] for n in t)) for t in trees)
     return result
 
 
 def balance_checked(model: nn.Module, graph: ArchGraph, preds: dict[str, torch.Tensor],
-                    x: torch.Tensor | None, rtol: float = 1e-3) -> BalanceResult:
+                    x: torch.Tensor | None, rtol: float = 1e-3, strength: float = 1.0) -> BalanceResult:
     """`balance_scales`, kept only if the model's output on `x` is unchanged (within `rtol` of its largest
     value); otherwise `preds` stay as they were and the result says why.
 
@@ -179,7 +188,7 @@ def balance_checked(model: nn.Module, graph: ArchGraph, preds: dict[str, torch.T
     wrong; one forward before and after (eval mode, no gradient, the model restored afterwards) catches it.
     """
     trial = dict(preds)
-    result = balance_scales(graph, trial)
+    result = balance_scales(graph, trial, strength)
     if not result.weight_factors:
         return result
     if x is None:
