@@ -192,6 +192,16 @@ def test_initialize_balances_a_plain_cnn_and_keeps_its_function(monkeypatch):
     model.eval(), twin.eval()
     with torch.no_grad():
         torch.testing.assert_close(model(x), twin(x), rtol=1e-3, atol=1e-4 * twin(x).abs().max().item())
+    # balance=False: the calibrated scales as they were, and a bad value is refused before any change
+    off = cnn()
+    report = torch_qinit.initialize_(off, bits=4, generator=0, balance=False)
+    assert "balanced" not in report.calibration_note
+    for (name, p), q in zip(off.named_parameters(), twin.parameters()):
+        assert torch.equal(p, q), name
+    before = [p.detach().clone() for p in off.parameters()]
+    with pytest.raises(TypeError, match="balance must be True or False"):
+        torch_qinit.initialize_(off, bits=4, balance="yes")
+    assert all(torch.equal(p, q) for p, q in zip(off.parameters(), before))
     # a BN net has nothing to balance and says nothing about it
     bn = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 26 * 26, 10))
     assert "balanced" not in torch_qinit.initialize_(bn, bits=4, generator=0).calibration_note

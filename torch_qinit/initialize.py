@@ -61,7 +61,7 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
                 weights: str | os.PathLike[str] | nn.Module | None = None, revision: str | None = None,
                 act_bits: Bits | str = None, strict: bool = False, example_input: torch.Tensor | None = None,
                 generator: torch.Generator | int | None = None, calibrate: bool = True,
-                logit_std: float | str | None = "auto") -> InitReport:
+                logit_std: float | str | None = "auto", balance: bool = True) -> InitReport:
     """Replace `model`'s parameters in place with GHN-predicted (or classic) values.
 
     Args:
@@ -91,12 +91,9 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
         calibrate: GHN methods only: run one forward pass on `example_input` (or a
             standard-normal batch shaped for the first layer) and rescale every
             predicted conv/linear that no norm layer follows to unit output std
-            (LSUV-style), so deep nets without BN keep their signal; then move scale
-            between layers joined only by ReLU / pooling (outputs unchanged, checked) so
-            every layer of such a chain has the same fan-in-normalized weight scale, as
-            under He init, and plain SGD takes alike steps on all of them
-            (``ghn/balance.py``).  False keeps the raw predictions.  The report's
-            ``calibration_note`` says what it did.
+            (LSUV-style), so deep nets without BN keep their signal (and see `balance`).
+            False keeps the raw predictions.  The report's ``calibration_note`` says
+            what it did.
         logit_std: a cap on the output (logit) layer, which calibration otherwise leaves
             at the GHN's learned logit scale: the same forward pass measures that layer's
             output std (after the upstream rescaling) and, if above the cap, scales its
@@ -117,10 +114,16 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
             79.8 / 80.0 %), and under Adam the 12-net mean moved by less than a point.  The float
             GHN ("ghn") keeps its scale by default: with the cap, test-split net 4 fell from 63.8
             to 45.3 % after 200 Adam steps (3 seeds), where GHN-QAT went from 66.2 to 68.0 %.
+        balance: with ``calibrate=True``: after calibration, move scale between layers
+            joined only by ReLU / pooling (the outputs stay as they were; a second pass
+            checks) so every layer of such a chain has the same fan-in-normalized weight
+            scale, as under He init (``ghn/balance.py``).  It keeps plain SGD from
+            diverging on an AlexNet-like net; on other norm-free nets it cost about 1 pp
+            under SGD (README, "Scale balancing").  False keeps the calibrated scales.
 
     Raises:
         TypeError: `model` is not an nn.Module, `generator` is neither a Generator
-            nor an int, or a GHN method is asked of a torch.jit ScriptModule.
+            nor an int, `balance` is not a bool, or a GHN method is asked of a torch.jit ScriptModule.
         ValueError: bad bits/method/name/logit_std, nothing servable, or `strict`.
         GHNLoadError: the checkpoint cannot be fetched or is invalid.
         RuntimeError: a parameter cannot be written (an inference tensor).
@@ -150,6 +153,8 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
     if logit_std is not None and method not in GHN_METHODS:
         raise ValueError(f"logit_std caps the logits of a GHN prediction; method={method!r} is a classic "
                          "initializer: drop logit_std or use a GHN method")
+    if not isinstance(balance, bool):
+        raise TypeError(f"balance must be True or False, got {balance!r}")
     if logit_std is not None and not calibrate:
         raise ValueError("logit_std is applied by the calibration pass; it needs calibrate=True")
     if isinstance(bits, str) and bits == "auto":
@@ -185,7 +190,7 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
         calibration = calibrate_scales(model, graph, preds, example_input, image_size=ghn.config.input_shape[-1],
                                        logit_std=logit_std)
         calibration_note = calibration.summary()
-        if not calibration.skipped:
+        if balance and not calibration.skipped:
             # move scale between norm-free layers so they train alike; the outputs stay (see ghn/balance.py)
             x = example_input if example_input is not None else synthetic_input(graph, model,
                                                                                   ghn.config.input_shape[-1])
