@@ -6,7 +6,7 @@ DATA_DIR ?= /usr/share/datasets/fashion-mnist
 # CIFAR-10 on our machines (no internet); any accepted layout or archive works, see torch_qinit/data/cifar10/__init__.py.
 CIFAR10_ARCHIVE ?= ../shared/data/cifar10-jpg.tar.gz
 
-.PHONY: setup data cifar10 test demo mutate clean
+.PHONY: setup data cifar10 lint test demo mutate clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,7 +31,11 @@ cifar10: setup
 	  $(BIN)/python -c 'import sys; from torch_qinit.data import prepare_cifar10; print("CIFAR-10 ready:", prepare_cifar10(sys.argv[1]))' "$(CIFAR10_ARCHIVE)"; \
 	else echo "CIFAR-10 not found at $(CIFAR10_ARCHIVE): run 'make cifar10 CIFAR10_ARCHIVE=/path/to/cifar-10-batches-py' (or a .tar.gz, or an image folder), or set TORCH_QINIT_CIFAR10_DIR"; exit 1; fi
 
-test: setup data
+# pyflakes, pycodestyle and import order (ruff.toml); part of `make test`.
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup data lint
 	$(BIN)/python -m pytest
 
 demo: setup data

@@ -20,8 +20,8 @@ rank share of the widest layers: singular values above 1e-3 × the largest, over
                                  [--models NAME ...] [--rank-models resnet50 vgg11 mobilenet_v2]
                                  [--rank-max-numel 20000000] [--tag TAG] [--out DIR]
 
-Writes duplicates.{csv,md} (duplicates_TAG.* with ``--tag``; ``.quick.`` with ``--quick``).  torchvision is optional: without it the
-benchmark writes a note and exits 0.
+Writes duplicates.{csv,md} (duplicates_TAG.* with ``--tag``; ``.quick.`` with ``--quick``).  torchvision is
+optional: without it the benchmark writes a note and exits 0.
 """
 from __future__ import annotations
 
@@ -104,7 +104,8 @@ def load_ghns(ckpt: str | None, log: Callable[[str], None]) -> list[tuple[str, s
     torch.manual_seed(0)
     v2 = GHN(GHNConfig()).eval()
     ghns.append(("v2 untrained", "ghn-qat", v2,
-                 f"GHN(GHNConfig()) after torch.manual_seed(0), untrained, decoder version {v2.config.decoder_version}"))
+                 "GHN(GHNConfig()) after torch.manual_seed(0), untrained, "
+                 f"decoder version {v2.config.decoder_version}"))
     if ckpt:
         p = Path(ckpt)
         if (p / "state.safetensors").is_file() or (p / "model.safetensors").is_file():
@@ -156,7 +157,8 @@ def model_rows(tv: Any, name: str, ghns: list[tuple[str, str, Any, str]], max_pa
         torch.manual_seed(0)
         model = tv.models.get_model(name, weights=None).eval()
     except Exception as exc:  # noqa: BLE001 - torchvision's business; recorded
-        return [{"part": "dups", "model": name, "status": "build failed", "error": f"{type(exc).__name__}: {exc}"[:200]}]
+        error = f"{type(exc).__name__}: {exc}"[:200]
+        return [{"part": "dups", "model": name, "status": "build failed", "error": error}]
     n = _params(model)
     over_cap = n > max_params
     if over_cap and not rank:

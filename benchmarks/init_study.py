@@ -430,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
             f"pool, linear; BN in conv_bn, dws_bn, residual, inverted, none in conv and dws. Float training: "
             f"{args.steps} Adam steps (lr {args.lr}) at batch {train_loader.batch_size}; the seed sets the "
             f"initializer draw and the data order (GHN predictions are deterministic, so for ghn/ghn-qat only "
-            f"the data order varies; ghn-qat predicts for 4-bit weights). PTQ: BN folded, per-channel symmetric weights, per-tensor min/max "
+            f"the data order varies; ghn-qat predicts for 4-bit weights). PTQ: BN folded, per-channel "
+            f"symmetric weights, per-tensor min/max "
             f"activations calibrated on {calib_n} training batches; the network input stays at 8 bits. "
             f"Seeds: {seeds}. Device: {args.device}. Elapsed: {(time.perf_counter() - t_start) / 60:.1f} min."
         )

@@ -77,8 +77,8 @@ def run_one(arch: int, bits: int, method: str, seed: int, args, train_loader, te
         cap = getattr(args, "logit_std", None)
         extra = {"logit_std": None if cap == "none" else cap} if cap is not None and method in GHN_METHODS else {}
         device = getattr(args, "device", "cpu")
-        model, report = init_model((getattr(args, "split", "test"), arch, in_channels(getattr(args, "dataset", "fmnist"))),
-                                   method, seed=seed, bits=bits, device=device, **extra)
+        where = (getattr(args, "split", "test"), arch, in_channels(getattr(args, "dataset", "fmnist")))
+        model, report = init_model(where, method, seed=seed, bits=bits, device=device, **extra)
     # Step 0 = zero-shot: BN statistics re-estimated on training batches (no gradient), activation
     # ranges calibrated, quantized exactly as QAT quantizes (BN kept, not folded).
     recalibrate_bn(model, recal)
@@ -450,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
             f"Accuracy every {args.eval_every} steps. Device: "
             f"{', '.join(sorted({str(r['device']) for r in rows if r.get('device')})) or args.device}. "
             + (f"Elapsed: {(time.perf_counter() - t_start) / 60:.1f} min." if not args.merge else
-               f"Run time, summed over the merged runs: {math.fsum(r['seconds'] for r in rows if r.get('status') == 'ok') / 60:.1f} min.")
+               "Run time, summed over the merged runs: "
+               f"{math.fsum(r['seconds'] for r in rows if r.get('status') == 'ok') / 60:.1f} min.")
         )
         body = "\n\n".join(filter(None, [
             "**Quick mode: a smoke test; these numbers mean nothing.**" if args.quick else "",

@@ -324,8 +324,8 @@ def _markdown(lat, tv_rows, tv_note, nodes, ghn_desc, ghn_cfg, notes, repeats) -
                  "`GHN forward` the prediction alone; the rest is drawing fallback values and copying. The "
                  "three are timed call by call, interleaved; times are medians, shares are ratios of the "
                  "per-part minimum times (least disturbed by other load).\n\n"
-                 + (results.markdown_table(_fmt_rows(lat, ["model", "params", "method", "init_ms", "init_min_ms", "nodes",
-                                                           "capture_ms", "ghn_forward_ms", "capture_share",
+                 + (results.markdown_table(_fmt_rows(lat, ["model", "params", "method", "init_ms", "init_min_ms",
+                                                           "nodes", "capture_ms", "ghn_forward_ms", "capture_share",
                                                            "ghn_forward_share"]))
                     if lat else "_not run_"))
     tv_body = tv_note

@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     model = MODELS[args.model]()
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"{args.model}: {n_params / 1e6:.2f} M params, torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    print(f"{args.model}: {n_params / 1e6:.2f} M params, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} thread(s)")
 
     if args.save or args.compare:
         preds = _predictions(model, args)

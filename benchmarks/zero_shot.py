@@ -318,8 +318,8 @@ def _markdown(summary, cfg, skipped, elapsed, threads, pngs) -> str:
     bits = ", ".join(bits_label(b) for b in cfg["bits"])
     lines = [
         "Zero-shot protocol (docs/ARCHITECTURE.md §4): initialize → recalibrate BN statistics on training batches "
-        "(no gradient) → fold BN → fake-quantize weights and activations at WbAb (activation ranges calibrated on training "
-        "batches) → top-1 accuracy on a fixed test subset. `float` skips folding and quantization.",
+        "(no gradient) → fold BN → fake-quantize weights and activations at WbAb (activation ranges calibrated on "
+        "training batches) → top-1 accuracy on a fixed test subset. `float` skips folding and quantization.",
         "",
         "Setup of this run:",
         "",

@@ -29,8 +29,8 @@ def _source_tree_results_untouched():
 @pytest.fixture
 def hub(monkeypatch: pytest.MonkeyPatch):
     """The stand-in Hub on 127.0.0.1 (tests/hub_server.py), with huggingface_hub pointed at it."""
-    from huggingface_hub import constants
     from hub_server import FakeHub
+    from huggingface_hub import constants
 
     with FakeHub() as server:
         monkeypatch.setenv("HF_ENDPOINT", server.endpoint)

@@ -7,7 +7,6 @@ import types
 
 import pytest
 import torch
-from torch import nn
 
 from benchmarks import common, duplicates, speed_coverage, timm_coverage
 

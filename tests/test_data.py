@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from torch_qinit.data import fashion_mnist as fm
 from torch_qinit.data import (
     MEAN,
     STD,
@@ -18,6 +17,7 @@ from torch_qinit.data import (
     load_fashion_mnist,
     read_idx,
 )
+from torch_qinit.data import fashion_mnist as fm
 
 
 def write_idx(path: Path, array: np.ndarray, *, magic: int | None = None, compress: bool = True) -> Path:

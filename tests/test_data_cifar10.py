@@ -142,7 +142,9 @@ def test_python_batches_py2_pickles(tmp_path: Path):
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_python_batches_repickled_by_python3(tmp_path: Path, protocol: int):
     # Python 3 pickles use _codecs.encode (protocol 2), numpy._core names, or _frombuffer (protocol 5).
-    writer = lambda x, y: pickle.dumps({"data": x.reshape(len(x), -1), "labels": [int(v) for v in y]}, protocol)
+    def writer(x, y):
+        return pickle.dumps({"data": x.reshape(len(x), -1), "labels": [int(v) for v in y]}, protocol)
+
     d = write_python_batches(tmp_path, writer=writer)
     assert_split(load("test", d), *TEST)
 

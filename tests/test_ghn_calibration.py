@@ -7,9 +7,17 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from torch_qinit.ghn.calibration import (BATCH, CalibrationResult, calibrate_scales, calibrated_layers,
-                                         check_logit_std, first_layer, output_layers, synthetic_input,
-                                         output_divisor)
+from torch_qinit.ghn.calibration import (
+    BATCH,
+    CalibrationResult,
+    calibrate_scales,
+    calibrated_layers,
+    check_logit_std,
+    first_layer,
+    output_divisor,
+    output_layers,
+    synthetic_input,
+)
 from torch_qinit.graph import capture
 
 

@@ -6,8 +6,18 @@ import pytest
 import torch
 
 from torch_qinit.ghn import GHNConfig
-from torch_qinit.ghn.decoder import (BlockDecoder, _fit_dim, _fit_v1, _kernel, _orthonormal_rows, _pad_kernel,
-                                     orthonormalize, shape_vector, shape_weight, tile_encoding)
+from torch_qinit.ghn.decoder import (
+    BlockDecoder,
+    _fit_dim,
+    _fit_v1,
+    _kernel,
+    _orthonormal_rows,
+    _pad_kernel,
+    orthonormalize,
+    shape_vector,
+    shape_weight,
+    tile_encoding,
+)
 from torch_qinit.ghn.signal import SignalRule
 
 
@@ -17,7 +27,8 @@ def test_tile_encoding_formula_and_distinctness():
     k = torch.arange(8, dtype=torch.float32)
     freqs = 256.0 ** (-k / 8)
     for row, i in zip(enc, (0, 1, 5)):
-        torch.testing.assert_close(row, torch.cat([torch.sin(i * freqs * math.pi / 2), torch.cos(i * freqs * math.pi / 2)]))
+        angle = i * freqs * math.pi / 2
+        torch.testing.assert_close(row, torch.cat([torch.sin(angle), torch.cos(angle)]))
     all_idx = tile_encoding(torch.arange(2 ** 16))
     assert torch.unique(all_idx, dim=0).shape[0] == 2 ** 16
 

@@ -63,8 +63,8 @@ def test_rules_search_breadth_first_and_visit_each_node_once():
 
 def test_a_biased_layer_keeps_its_factor_before_group_norm_but_not_before_batch_norm():
     def biased(norm):
-        return ArchGraph([Node("conv", "c", {"weight": (4, 4, 3, 3), "bias": (4,)}), Node(norm, "n"), Node("relu", "r")],
-                         [(0, 1), (1, 2)], "fx")
+        nodes = [Node("conv", "c", {"weight": (4, 4, 3, 3), "bias": (4,)}), Node(norm, "n"), Node("relu", "r")]
+        return ArchGraph(nodes, [(0, 1), (1, 2)], "fx")
     assert signal_rules(biased("group_norm"))[0] == SignalRule(ACT_GAINS["relu"], free=True, normed=True)
     assert signal_rules(biased("batch_norm"))[0] == SignalRule(ACT_GAINS["relu"], free=False, normed=True)
 

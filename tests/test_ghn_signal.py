@@ -247,8 +247,9 @@ def test_the_default_caps_ghn_logits_at_auto_logit_std_and_leaves_the_rest_alone
     assert torch.equal(float_logits, float_raw) and "logit" not in float_report.calibration_note
 
 
-@pytest.mark.parametrize("kw", [dict(logit_std=0), dict(logit_std="Auto"), dict(logit_std=-1.0), dict(logit_std=float("nan")),
-                                dict(logit_std=float("inf")), dict(logit_std=True), dict(logit_std="1"),
+@pytest.mark.parametrize("kw", [dict(logit_std=0), dict(logit_std="Auto"), dict(logit_std=-1.0),
+                                dict(logit_std=float("nan")), dict(logit_std=float("inf")), dict(logit_std=True),
+                                dict(logit_std="1"),
                                 dict(logit_std=1.0, calibrate=False), dict(logit_std=1.0, method="he_normal")])
 def test_bad_logit_std_raises_with_the_model_untouched(ghn, kw):
     model = build_arch("classic", 0)

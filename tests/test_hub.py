@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from hub_server import FakeHub
 from safetensors import safe_open
 
-from hub_server import FakeHub
 from torch_qinit.ghn.config import GHNConfig
 from torch_qinit.ghn.model import GHN
 from torch_qinit.hub import (

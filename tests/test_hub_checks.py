@@ -10,8 +10,16 @@ import torch
 from torch_qinit.ghn.config import GHNConfig
 from torch_qinit.ghn.model import GHN
 from torch_qinit.hub import GHNLoadError
-from torch_qinit.hub._hub import (_check_keys, _hub_repo_id, _is_true, _path_like, _state_for_saving,
-                                  default_model_card, ghn_fingerprint, validate_config)
+from torch_qinit.hub._hub import (
+    _check_keys,
+    _hub_repo_id,
+    _is_true,
+    _path_like,
+    _state_for_saving,
+    default_model_card,
+    ghn_fingerprint,
+    validate_config,
+)
 from torch_qinit.hub.push import _check_repo_id
 
 

@@ -53,4 +53,5 @@ def test_training_with_the_floor_differs_and_logs_it(tmp_path, monkeypatch):
     assert any(not torch.equal(a, b) for a, b in zip(plain.state_dict().values(), floored.state_dict().values()))
     rows = json.loads((tmp_path / "floor" / "ckpt" / "state.json").read_text())["history"]
     assert [r["step"] for r in rows] == [2, 4] and all(r["floor"] > 0 for r in rows)
-    assert not any("floor" in r for r in json.loads((tmp_path / "plain" / "ckpt" / "state.json").read_text())["history"])
+    plain = json.loads((tmp_path / "plain" / "ckpt" / "state.json").read_text())
+    assert not any("floor" in r for r in plain["history"])

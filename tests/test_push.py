@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from hub_server import FakeHub
+
 from torch_qinit.cli.main import main as cli_main
 from torch_qinit.ghn.config import GHNConfig
 from torch_qinit.ghn.model import GHN

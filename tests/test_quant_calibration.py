@@ -6,8 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from torch_qinit.quant import (INPUT_MIN_BITS, calibrate, fake_quant_weight, quantize_model, quantized_layers,
-                               set_quant_bits)
+from torch_qinit.quant import (
+    INPUT_MIN_BITS,
+    calibrate,
+    fake_quant_weight,
+    quantize_model,
+    quantized_layers,
+    set_quant_bits,
+)
 
 
 def linear_net():

@@ -7,8 +7,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torch_qinit.quant import (INPUT_MIN_BITS, QuantConv1d, QuantConv2d, QuantLinear, calibrate, fake_quant_act,
-                               fake_quant_weight, quantize_model, set_quant_bits)
+from torch_qinit.quant import (
+    INPUT_MIN_BITS,
+    QuantConv1d,
+    QuantConv2d,
+    QuantLinear,
+    fake_quant_act,
+    fake_quant_weight,
+    quantize_model,
+    set_quant_bits,
+)
 
 
 def _linear(w_bits, a_bits):

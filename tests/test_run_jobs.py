@@ -20,7 +20,8 @@ def _run(jobs: str, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 def test_jobs_run_side_by_side_and_their_folders_come_back_in_one_archive(tmp_path):
-    proc = _run("# two jobs\nok: TORCH_QINIT_WEIGHTS_DIR=/no/such/dir info\nbad: bench no_such_benchmark --out {out}  # fails\n",
+    proc = _run("# two jobs\nok: TORCH_QINIT_WEIGHTS_DIR=/no/such/dir info\n"
+                "bad: bench no_such_benchmark --out {out}  # fails\n",
                 tmp_path,
                 "--workers", "2", "--deadline", "200", "--min-left", "0")
     assert proc.returncode == 1, proc.stdout + proc.stderr  # one job failed

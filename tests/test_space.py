@@ -5,8 +5,21 @@ import torch
 from torch import nn
 
 from torch_qinit.graph import capture
-from torch_qinit.space import (ACTIVATIONS, ALL_BLOCK_TYPES, BLOCK_TYPES, CLASSIC_NAMES, SPLIT_SIZES, SPLITS, ArchSpec,
-                               ClassicSpec, StageSpec, build_arch, classic_names, get_arch, make_block)
+from torch_qinit.space import (
+    ACTIVATIONS,
+    ALL_BLOCK_TYPES,
+    BLOCK_TYPES,
+    CLASSIC_NAMES,
+    SPLIT_SIZES,
+    SPLITS,
+    ArchSpec,
+    ClassicSpec,
+    StageSpec,
+    build_arch,
+    classic_names,
+    get_arch,
+    make_block,
+)
 
 _PARAM_LAYERS = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 _SHAPES = ((1, 28), (3, 32))

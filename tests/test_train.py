@@ -7,12 +7,19 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from torch_qinit.training import (TrainConfig, load_trained_ghn, lr_at, sample_bits, step_generator, train,
-                                  upgrade_decoder)
 from torch_qinit.ghn import GHN, GHNConfig
 from torch_qinit.graph import capture
 from torch_qinit.hub import save_pretrained
 from torch_qinit.space import build_arch
+from torch_qinit.training import (
+    TrainConfig,
+    load_trained_ghn,
+    lr_at,
+    sample_bits,
+    step_generator,
+    train,
+    upgrade_decoder,
+)
 
 TINY = {"hidden": 32, "layers": 1, "heads": 4, "decoder_rank": 8}
 
@@ -168,7 +175,8 @@ def test_curves_cli_plots_a_run(tmp_path):
 
 
 def test_float_loss_weight_mixes_the_float_loss_into_qat(tmp_path):
-    """QAT with a float-loss weight trains a different GHN; in the float stage (no quantized draws) it changes nothing."""
+    """QAT with a float-loss weight trains a different GHN; in the float stage (no quantized draws) it changes
+    nothing."""
     images, labels = _data()
     plain = train(_cfg(tmp_path / "q0", stage="qat", steps=3), images, labels)
     mixed = train(_cfg(tmp_path / "q1", stage="qat", steps=3, float_loss_weight=1.0), images, labels)
@@ -197,6 +205,7 @@ def test_item_clip_scales_each_architecture_and_is_recorded(tmp_path):
 def test_checkpoint_records_the_normalization_of_its_data(tmp_path):
     """A GHN trained on 3x32x32 images names CIFAR-10's per-channel statistics, in config and model card."""
     import json
+
     from torch_qinit.data.cifar10 import MEAN
     g = torch.Generator().manual_seed(0)
     images, labels = torch.randn(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)

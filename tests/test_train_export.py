@@ -3,12 +3,11 @@ import json
 
 import pytest
 import torch
+from test_train import TINY, _data
 
 from torch_qinit.cli.main import main as cli
 from torch_qinit.hub import load_ghn
 from torch_qinit.training import TrainConfig, export_run, train
-
-from test_train import TINY, _data
 
 
 def _cfg(out, **kw):

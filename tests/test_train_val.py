@@ -4,8 +4,7 @@ import json
 import pytest
 import torch
 
-from torch_qinit.space import HELD_OUT_SAMPLED, SPLIT_SIZES, SPLITS, get_arch
-from torch_qinit.space import sampler
+from torch_qinit.space import HELD_OUT_SAMPLED, SPLIT_SIZES, SPLITS, get_arch, sampler
 from torch_qinit.training import TrainConfig, train
 from torch_qinit.training.validation import make_val_data, val_bits, validate
 
@@ -54,7 +53,8 @@ def test_a_training_draw_equal_to_a_val_arch_is_redrawn():
 # --------------------------------------------------------------------------- validate()
 
 def test_validate_measures_accuracy_on_the_given_test_images():
-    """Each test image is predicted as exactly one class, so the accuracies under both labelings of 2 classes sum to 1."""
+    """Each test image is predicted as exactly one class, so the accuracies under both labelings of 2 classes sum
+    to 1."""
     torch.manual_seed(0)
     from torch_qinit.ghn import GHN, GHNConfig
     ghn = GHN(GHNConfig(**TINY, input_shape=(1, 12, 12)))
@@ -144,7 +144,8 @@ def test_a_checkpoint_from_before_validation_resumes(tmp_path):
 # --------------------------------------------------------------------------- curves
 
 def test_curves_plot_val_when_present(tmp_path):
-    from torch_qinit.cli.curves import main as curves_main, read_history, val_series
+    from torch_qinit.cli.curves import main as curves_main
+    from torch_qinit.cli.curves import read_history, val_series
 
     (x, y), test = _data(), _data(100, seed=1)
     train(_cfg(tmp_path / "float", steps=4, log_every=2, val_every=3), x, y, val_data=test)
@@ -163,6 +164,7 @@ def test_curves_plot_val_when_present(tmp_path):
 
 def test_train_cli_validates_on_the_test_split(tmp_path, monkeypatch):
     from tiny_cifar import use_tiny_cifar
+
     from torch_qinit.cli.main import main
 
     data = use_tiny_cifar(tmp_path, monkeypatch)

@@ -19,17 +19,24 @@ from typing import Any, Union
 import torch
 from torch import nn
 
+from .bits import BitsSpec, act_spec, check_spec, expand_bits
 from .ghn.balance import balance_checked
-from .ghn.calibration import (calibrate_scales, calibrated_layers, check_logit_std, first_layer, first_layer_inputs,
-                              synthetic_input)
+from .ghn.calibration import (
+    calibrate_scales,
+    calibrated_layers,
+    check_logit_std,
+    first_layer,
+    first_layer_inputs,
+    synthetic_input,
+)
 from .graph import ArchGraph, capture_with_note
 from .init import apply_classic_init, available_methods
 from .init.registry import as_generator, classic_values
 from .modules import distinct_parameters, owned_parameters, write_values
-from .bits import BitsSpec, act_spec, check_spec, expand_bits
 from .report import InitReport
 
-__all__ = ["initialize_", "methods", "get_ghn", "GHN_METHODS", "FALLBACK_METHOD", "AUTO_LOGIT_STD", "AUTO_LOGIT_METHOD", "Bits", "Weights"]
+__all__ = ["initialize_", "methods", "get_ghn", "GHN_METHODS", "FALLBACK_METHOD", "AUTO_LOGIT_STD", "AUTO_LOGIT_METHOD",
+           "Bits", "Weights"]
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["device_of", "resolve_device", "preserved_modes", "batch_input", "owned_parameters", "distinct_parameters", "check_writable",
-           "write_values"]
+__all__ = ["device_of", "resolve_device", "preserved_modes", "batch_input", "owned_parameters", "distinct_parameters",
+           "check_writable", "write_values"]
 
 #: One entry of :func:`owned_parameters`: (full name, owning module, local name, parameter).
 Owned = tuple[str, nn.Module, str, nn.Parameter]

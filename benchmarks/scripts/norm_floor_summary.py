@@ -17,7 +17,8 @@ from collections import defaultdict
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-NETS = {"0": "LeNet-5", "5": "ResNet-18-like", "6": "MobileNetV2-like", "8": "SqueezeNet-like", "11": "MLP, 4 layers, BN"}
+NETS = {"0": "LeNet-5", "5": "ResNet-18-like", "6": "MobileNetV2-like", "8": "SqueezeNet-like",
+        "11": "MLP, 4 layers, BN"}
 # (optimizer, column) -> [(csv file, method in that file)]
 SOURCES = {
     (opt, column): files
@@ -25,8 +26,10 @@ SOURCES = {
     for column, files in {
         "floor@5800": [(f"norm_floor/{opt}_floor_s0.csv", "ghn-qat"), (f"norm_floor/{opt}_floor_s12.csv", "ghn-qat")],
         "floor@8000": [(f"norm_floor/{opt}_final_s012.csv", "ghn-qat")],
-        "f8df57b5": [(f"norm_floor/{opt}_f8df57b5_s0.csv", "ghn-qat"), (f"norm_floor/{opt}_f8df57b5_s12.csv", "ghn-qat")],
-        "a281d5d0": [(f"norm_floor/{opt}_a281d5d0_s0.csv", "ghn-qat"), (f"norm_floor/{opt}_a281d5d0_s12.csv", "ghn-qat")],
+        "f8df57b5": [(f"norm_floor/{opt}_f8df57b5_s0.csv", "ghn-qat"),
+                     (f"norm_floor/{opt}_f8df57b5_s12.csv", "ghn-qat")],
+        "a281d5d0": [(f"norm_floor/{opt}_a281d5d0_s0.csv", "ghn-qat"),
+                     (f"norm_floor/{opt}_a281d5d0_s12.csv", "ghn-qat")],
         "he_normal": [(f"norm_floor/{opt}_he_s0.csv", "he_normal"), (f"norm_floor/{opt}_he_s12.csv", "he_normal")],
     }.items()
 }

@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                for key, (marker, ls, name) in styles.items() if key in shown]
     ax2.legend(handles=handles, fontsize=8)
     # one figure per dataset reads best; runs of several datasets are named together
-    fig.suptitle(f"GHN training on {' + '.join(dict.fromkeys(datasets))} (QAT stage: bits drawn from {{2,3,4,8}}, mixed and float)")
+    fig.suptitle(f"GHN training on {' + '.join(dict.fromkeys(datasets))} "
+                 "(QAT stage: bits drawn from {2,3,4,8}, mixed and float)")
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=110)
     print(f"wrote {out.with_suffix('.csv')} and {out.with_suffix('.png')}")

@@ -11,6 +11,8 @@ accuracy, the steps to reach the best classic init's final accuracy, mean ± std
 the time spent.  Exit codes of the CLI: :data:`EXIT_OK`, :data:`EXIT_REQUIREMENT_FAILED`,
 :data:`EXIT_USAGE`, :data:`EXIT_DIVERGED`.
 """
+# One definition each, shared with the demo and the benchmarks; kept in compare's API for its users.
+from ..results import machine_string, mean_std
 from .datasets import DATASETS, Data, load_image_folder, resolve_data
 from .errors import (
     EXIT_DIVERGED,
@@ -34,8 +36,6 @@ from .runner import (
     parse_int_list,
     parse_methods,
 )
-# One definition each, shared with the demo and the benchmarks; kept in compare's API for its users.
-from ..results import machine_string, mean_std
 
 __all__ = [
     "compare",

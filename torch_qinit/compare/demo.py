@@ -19,8 +19,8 @@ from .datasets import Data
 from .errors import CompareError
 from .runner import RunResult, parse_methods, run_one, summarize
 
-__all__ = ["DemoConfig", "DemoData", "DemoRun", "DemoResult", "checkpoint_name", "output_stem", "load_ghns", "load_data",
-           "arch_desc", "run_demo", "text_table", "summary_markdown", "write_outputs"]
+__all__ = ["DemoConfig", "DemoData", "DemoRun", "DemoResult", "checkpoint_name", "output_stem", "load_ghns",
+           "load_data", "arch_desc", "run_demo", "text_table", "summary_markdown", "write_outputs"]
 
 
 @dataclass

@@ -78,7 +78,8 @@ def markdown(result: CompareResult, outcomes: Sequence[GateOutcome] = ()) -> str
     c = result.config
     n_seeds = len(c["seeds"])
     budget = (f"{c['steps']} QAT steps" + (f" ({c['epochs']} epochs)" if c.get("epochs") else "")
-              + f", {c['optimizer']} lr {c['lr']:g}, batch {c['batch_size']}") if result.trained else "no QAT (zero-shot only)"
+              + f", {c['optimizer']} lr {c['lr']:g}, batch {c['batch_size']}"
+              ) if result.trained else "no QAT (zero-shot only)"
     lines = [f"### torch-qinit compare: `{c['model']}` on {c['data']}", "",
              f"{budget}; seeds {', '.join(map(str, c['seeds']))}; test accuracy in %"
              + (", mean ± std over seeds" if n_seeds > 1 else "") + f". {result.machine}; "

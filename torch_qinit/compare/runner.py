@@ -189,7 +189,8 @@ def _check_fit(factory: ModelFactory, data: Data, seed: int) -> int:
 
 def _zero_shot(model: nn.Module, w_bits: int, a_bits: int, test: Iterable[Any], calib: list[Any],
                device: torch.device) -> float:
-    """docs/ARCHITECTURE.md §4 zero-shot accuracy: BN recalibration, BN folding, range calibration, fake quantization."""
+    """docs/ARCHITECTURE.md §4 zero-shot accuracy: BN recalibration, BN folding, range calibration, fake
+    quantization."""
     from torch_qinit.evaluation import accuracy, evaluate, recalibrate_bn
     from torch_qinit.quant import quantize_model
 

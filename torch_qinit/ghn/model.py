@@ -13,7 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..graph.arch_graph import (
-    DISTANCE_VOCAB, NUM_SHAPE_FEATURES, OP_KINDS, SHAPE_VOCAB, WEIGHT_OPS, ArchGraph,
+    DISTANCE_VOCAB,
+    NUM_SHAPE_FEATURES,
+    OP_KINDS,
+    SHAPE_VOCAB,
+    WEIGHT_OPS,
+    ArchGraph,
 )
 from .bits import BITS_VOCAB, BitsSpec, node_bits
 from .config import GHNConfig
@@ -158,7 +163,8 @@ class GHN(nn.Module):
         return self.norm(x), mask
 
     def forward(self, graphs: ArchGraph | list[ArchGraph], bits: BitsSpec | list[BitsSpec] = None,
-                act_bits: BitsSpec | list[BitsSpec] = "same") -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
+                act_bits: BitsSpec | list[BitsSpec] = "same"
+                ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
         """Predict parameters.  One graph → one dict; a list → a list of dicts.
 
         `bits`/`act_bits`: None (float), an int in 2..8, or {module qualname: bits};

@@ -27,11 +27,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from .arch_graph import ArchGraph, Node
 from .fx import capture_fx
 from .hooks import capture_hooks_retry, example_input_of
 from .ops import GraphBuilder, canonical_names, direct_param_node, is_graph_leaf, module_node, ordered_modules
 from .snapshot import untouched
-from .arch_graph import ArchGraph, Node
 
 __all__ = ["capture", "capture_with_note", "untouched"]
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .arch_graph import ArchGraph, Node
 from .ops import (
     ADAPTIVE_FUNCTIONS,
     FUNCTION_KINDS,
@@ -33,7 +34,6 @@ from .ops import (
     is_one,
     module_node,
 )
-from .arch_graph import ArchGraph, Node
 
 __all__ = ["LeafTracer", "trace", "capture_fx"]
 

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .arch_graph import ArchGraph, Node
 from .ops import GraphBuilder, dedup, direct_param_node, module_node, ordered_modules
 from .snapshot import tensors_in, untouched
-from .arch_graph import ArchGraph, Node
 
 __all__ = ["capture_hooks_retry", "example_input_of"]
 

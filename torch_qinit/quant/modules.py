@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .bn_fold import fold_bn as _fold_bn
-from .bn_fold import trace_layers
 from ..bits import FLOAT, BitsSpec, act_spec, check_bits, check_spec, expand_bits
 from ..modules import batch_input, device_of, preserved_modes
+from .bn_fold import fold_bn as _fold_bn
+from .bn_fold import trace_layers
 from .fake_quant import LSQQuantizer, fake_quant_act, fake_quant_weight
 
 __all__ = [

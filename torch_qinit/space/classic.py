@@ -110,7 +110,8 @@ class ResNet18(nn.Module):
         for i, mult in enumerate((1, 2, 4, 8)):
             w = base * mult
             stride = 1 if i == 0 else 2
-            layers.append(nn.Sequential(BasicResidual(c, w, 3, stride, "relu", True), BasicResidual(w, w, 3, 1, "relu", True)))
+            layers.append(nn.Sequential(BasicResidual(c, w, 3, stride, "relu", True),
+                                        BasicResidual(w, w, 3, 1, "relu", True)))
             c = w
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -193,7 +194,8 @@ class DenseNet(nn.Module):
                 layers.append(_DenseLayer(c, growth))
                 c += growth
             if b < 2:  # transition: BN-ReLU-1×1 conv (halve channels) - 2×2 avg pool
-                layers += [nn.BatchNorm2d(c), nn.ReLU(inplace=True), nn.Conv2d(c, c // 2, 1, bias=False), nn.AvgPool2d(2)]
+                layers += [nn.BatchNorm2d(c), nn.ReLU(inplace=True), nn.Conv2d(c, c // 2, 1, bias=False),
+                           nn.AvgPool2d(2)]
                 c //= 2
         layers += [nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
         self.features = nn.Sequential(*layers)
@@ -213,7 +215,8 @@ class _Fire(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.squeeze_activation(self.squeeze(x))
-        return torch.cat([self.expand1x1_activation(self.expand1x1(x)), self.expand3x3_activation(self.expand3x3(x))], 1)
+        return torch.cat([self.expand1x1_activation(self.expand1x1(x)),
+                          self.expand3x3_activation(self.expand3x3(x))], 1)
 
 
 class SqueezeNet(nn.Module):

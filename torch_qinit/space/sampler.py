@@ -15,8 +15,7 @@ from typing import Sequence, Union
 import torch
 from torch import nn
 
-from .blocks import (ACTIVATIONS, ALL_BLOCK_TYPES, BLOCK_TYPES, VALID_BLOCKS, SqueezeExcite, make_block,
-                     make_norm1d)
+from .blocks import ACTIVATIONS, ALL_BLOCK_TYPES, BLOCK_TYPES, VALID_BLOCKS, SqueezeExcite, make_block, make_norm1d
 from .classic import CLASSIC_NAMES, ClassicSpec, classic_mlp_signatures, get_classic
 
 __all__ = ["SPLITS", "SPLIT_SIZES", "HELD_OUT_SAMPLED", "PREACT_SHARE", "VALID_SHARE", "ArchSpec", "SpaceNet",
@@ -331,7 +330,8 @@ def _sample(rng: random.Random, split: str, in_channels: int, num_classes: int) 
         if plain:
             kernel = 3 if width >= 256 else rng.choice((3, 5))
         else:
-            kernel = _pick(rng, (1, 3), (0.2, 0.8)) if width >= 256 else _pick(rng, (1, 3, 5, 7), (0.1, 0.55, 0.2, 0.15))
+            kernel = (_pick(rng, (1, 3), (0.2, 0.8)) if width >= 256
+                      else _pick(rng, (1, 3, 5, 7), (0.1, 0.55, 0.2, 0.15)))
         depth = rng.randint(*depth_range)
         if width >= 256 and not deep_split:
             depth = 1
@@ -382,7 +382,8 @@ def get_arch(split: str, index: int, in_channels: int = 1, num_classes: int = 10
     """The architecture `index` of `split` ("train", "test", "wide", "deep", "nobn", "classic", "val").
 
     Training architectures that coincide with a held-out one are re-drawn, so the splits never
-    collide; so are "val" draws that coincide with a benchmark split's; "classic" returns a `ClassicSpec` (hand-written families), a type training never draws.
+    collide; so are "val" draws that coincide with a benchmark split's; "classic" returns a `ClassicSpec`
+    (hand-written families), a type training never draws.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")

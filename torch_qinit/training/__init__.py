@@ -5,7 +5,16 @@ or printing.
 """
 from .export import export_run, training_record
 from .train_state import has_training_state, load_trained_ghn, load_training_state, save_training_state
-from .trainer import ArchCache, TrainConfig, fit_steps_to_budget, lr_at, sample_bits, step_generator, train, upgrade_decoder
+from .trainer import (
+           ArchCache,
+           TrainConfig,
+           fit_steps_to_budget,
+           lr_at,
+           sample_bits,
+           step_generator,
+           train,
+           upgrade_decoder,
+)
 
 __all__ = ["TrainConfig", "ArchCache", "train", "lr_at", "sample_bits", "step_generator", "upgrade_decoder",
            "fit_steps_to_budget", "save_training_state", "load_training_state", "has_training_state",

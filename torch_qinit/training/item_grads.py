@@ -18,8 +18,8 @@ about 1.5 and a 90th percentile near 10 (Fashion-MNIST, version-2 GHN), hence th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 

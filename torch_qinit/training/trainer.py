@@ -44,7 +44,8 @@ from .train_state import (
 )
 from .validation import make_val_data, validate
 
-__all__ = ["TrainConfig", "ArchCache", "fit_steps_to_budget", "train", "lr_at", "sample_bits", "step_generator", "upgrade_decoder"]
+__all__ = ["TrainConfig", "ArchCache", "fit_steps_to_budget", "train", "lr_at", "sample_bits", "step_generator",
+           "upgrade_decoder"]
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,9 @@ class TrainConfig:
         self.lookahead_lr = tuple(float(x) for x in self.lookahead_lr)
         if self.lookahead_steps < 0:
             raise ValueError(f"lookahead_steps must be >= 0 (0 disables), got {self.lookahead_steps}")
-        if self.lookahead_steps and not (len(self.lookahead_lr) == 2 and 0 < self.lookahead_lr[0] <= self.lookahead_lr[1]
-                                         and all(math.isfinite(x) for x in self.lookahead_lr)):
+        lo_hi = self.lookahead_lr
+        if self.lookahead_steps and not (len(lo_hi) == 2 and 0 < lo_hi[0] <= lo_hi[1]
+                                         and all(math.isfinite(x) for x in lo_hi)):
             raise ValueError(f"lookahead_lr must be two finite numbers 0 < LO <= HI, got {self.lookahead_lr}")
         if self.lookahead_weight < 0:
             raise ValueError(f"lookahead_weight must be >= 0, got {self.lookahead_weight}")
