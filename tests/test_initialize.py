@@ -1,4 +1,5 @@
 """initialize_: atomic, identity-preserving, honest about what it could not serve."""
+import copy
 import json
 import math
 import os
@@ -776,3 +777,39 @@ def test_a_calibration_pass_that_cannot_run_the_model_warns():
         warnings.simplefilter("error")  # a batch the model accepts: calibrated, no warning
         report = torch_qinit.initialize_(Picky(), bits=4, generator=0, example_input=torch.randn(3, 1, 28, 28))
     assert "rescaled" in report.calibration_note
+
+
+@pytest.mark.parametrize("method", ["ghn-qat", "he_normal"])
+def test_lazy_parameters_are_refused_with_the_model_untouched(ghn_dir, method):
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
+    before = _state(model[0])  # a lazy parameter cannot even be cloned
+    with pytest.raises(ValueError, match=r"lazy parameters are not materialized yet: \['3.weight', '3.bias'\]"):
+        torch_qinit.initialize_(model, method=method, weights=ghn_dir if method == "ghn-qat" else None)
+    _assert_untouched(model[0], before)
+    assert isinstance(model[3].weight, nn.parameter.UninitializedParameter)  # no forward pass materialized it
+
+
+def _compile_twins():
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    inner = copy.deepcopy(plain)  # its own parameters, so the two calls cannot see each other's writes
+    return plain, torch.compile(inner), inner
+
+
+def test_a_torch_compile_wrapper_is_initialized_through_the_module_it_wraps(ghn_dir):
+    plain, compiled, inner = _compile_twins()
+    inner_params = {n: p for n, p in inner.named_parameters()}
+    # a per-layer dict may use the wrapper's names (what named_modules() of the wrapper shows)
+    spec = {"_orig_mod.0": 8, "_orig_mod.6": 2}
+    report = torch_qinit.initialize_(compiled, bits=spec, weights=ghn_dir)
+    expected = torch_qinit.initialize_(plain, bits={"0": 8, "6": 2}, weights=ghn_dir)
+    assert report.capture_method == "fx"  # not the module-order fallback the wrapper's forward forced
+    assert "torch.compile wrapper" in report.model_note and "model: a torch.compile wrapper" in str(report)
+    assert report.bits == expected.bits == {"0": 8, "6": 2}
+    assert set(report.sources) == set(expected.sources) == set(inner_params)
+    for name, p in plain.named_parameters():  # the very same values, written into the wrapper's parameters
+        assert torch.equal(inner_params[name].detach(), p.detach()), name
+        assert torch.equal(compiled.get_parameter(f"_orig_mod.{name}").detach(), p.detach()), name
+    he = torch_qinit.initialize_(compiled, method="he_normal", generator=0)
+    assert he.model_note == report.model_note and set(he.sources) == set(inner_params)

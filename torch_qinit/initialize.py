@@ -32,7 +32,14 @@ from .ghn.calibration import (
 from .graph import ArchGraph, capture_with_note
 from .init import apply_classic_init, available_methods
 from .init.registry import as_generator, classic_values
-from .modules import distinct_parameters, owned_parameters, write_values
+from .modules import (
+    COMPILED_PREFIX,
+    check_materialized,
+    distinct_parameters,
+    owned_parameters,
+    unwrap_compiled,
+    write_values,
+)
 from .report import InitReport
 
 __all__ = ["initialize_", "methods", "get_ghn", "GHN_METHODS", "FALLBACK_METHOD", "AUTO_LOGIT_STD", "AUTO_LOGIT_METHOD",
@@ -73,7 +80,9 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
 
     Args:
         model: any nn.Module; parameter objects, dtype, device, buffers and
-            train/eval mode are preserved.
+            train/eval mode are preserved.  A ``torch.compile`` wrapper is initialized
+            through the module it wraps (the same parameters; the report uses that
+            module's names and says so).
         bits: target weight bits, an int in 2..8, None (float), or a dict
             {module qualname: bits} for per-layer mixed precision. The default
             "auto" reads the widths layers declare (brevitas ``QuantConv2d(...,
@@ -131,7 +140,8 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
     Raises:
         TypeError: `model` is not an nn.Module, `generator` is neither a Generator
             nor an int, `balance` is not a bool, or a GHN method is asked of a torch.jit ScriptModule.
-        ValueError: bad bits/method/name/logit_std, nothing servable, or `strict`.
+        ValueError: bad bits/method/name/logit_std, nothing servable, lazy parameters
+            not materialized yet, or `strict`.
         GHNLoadError: the checkpoint cannot be fetched or is invalid.
         RuntimeError: a parameter cannot be written (an inference tensor).
         In every case the model is left exactly as it was.
@@ -147,8 +157,12 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
     if not isinstance(model, nn.Module):
         raise TypeError(f"initialize_ expects an nn.Module, got {type(model).__name__}")
     generator = as_generator(generator)  # an int seeds a CPU generator; anything else is a TypeError
+    model, model_note = unwrap_compiled(model)  # torch.compile's wrapper: fx cannot trace it, calibration recompiles
+    if model_note:
+        bits, act_bits = _without_compiled_prefix(bits), _without_compiled_prefix(act_bits)
     if not any(True for _ in model.parameters()):
         raise ValueError(f"{type(model).__name__} has no parameters to initialize")
+    check_materialized(model)  # lazy layers have no shape to predict or draw for
     if method not in methods():
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(methods())}")
     auto_logit = isinstance(logit_std, str)
@@ -175,7 +189,7 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
     if method not in GHN_METHODS:
         sources = apply_classic_init(model, method, generator=generator)
         return InitReport(method=method, sources=sources, bits=bits_per_layer, act_bits=act_per_layer,
-                          seconds=time.perf_counter() - t0)
+                          seconds=time.perf_counter() - t0, model_note=model_note)
 
     if isinstance(model, torch.jit.ScriptModule):
         raise TypeError(
@@ -291,9 +305,17 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
                         capture_method=graph.method, capture_note=capture_note, bits=bits_per_layer,
                         act_bits=act_per_layer, ghn_bits_note=note, seconds=time.perf_counter() - t0,
                         weights_id=weights_id, weights_sha256=sha, weights_note=weights_note,
-                        calibration_note=calibration_note)
+                        calibration_note=calibration_note, model_note=model_note)
     logger.info("%s", report)
     return report
+
+
+def _without_compiled_prefix(spec: Any) -> Any:
+    """A per-layer bits dict written against a torch.compile wrapper's names, in the wrapped module's names."""
+    if not isinstance(spec, Mapping):
+        return spec
+    prefix = COMPILED_PREFIX + "."
+    return {(k[len(prefix):] if isinstance(k, str) and k.startswith(prefix) else k): v for k, v in spec.items()}
 
 
 def _bits_per_layer(model: nn.Module, bits: Bits, what: str) -> dict[str, Any]:

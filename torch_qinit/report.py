@@ -18,7 +18,8 @@ class InitReport:
     left as they were on purpose (layers with a zero-size dimension).
     `capture_note` says why graph capture did not use torch.fx (empty when it
     did); `weights_note` which checkpoint was used and why; `calibration_note`
-    what the signal calibration of a version-2 GHN rescaled.
+    what the signal calibration of a version-2 GHN rescaled; `model_note` what was
+    initialized when it was not the object passed in (a ``torch.compile`` wrapper's module).
     """
 
     method: str
@@ -35,6 +36,7 @@ class InitReport:
     weights_sha256: str | None = None
     weights_note: str = ""                                  # which checkpoint and why
     calibration_note: str = ""                              # what signal calibration rescaled
+    model_note: str = ""                                    # e.g. a torch.compile wrapper was unwrapped
 
     @property
     def predicted(self) -> list[str]:
@@ -56,6 +58,8 @@ class InitReport:
 
     def __str__(self) -> str:
         lines = [f"torch_qinit.initialize_ ({self.method}) in {self.seconds * 1000:.0f} ms"]
+        if self.model_note:
+            lines.append(f"  model: {self.model_note}")
         if self.capture_method:
             lines.append(f"  graph capture: {self.capture_method}")
         if self.capture_note:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ..modules import check_writable, distinct_parameters, owned_parameters, write_values
+from ..modules import check_materialized, check_writable, distinct_parameters, owned_parameters, write_values
 from .classic import (
     glorot_normal_,
     glorot_uniform_,
@@ -191,9 +191,7 @@ def apply_classic_init(
     params = owned_parameters(model)
     if not params:
         raise ValueError(f"{type(model).__name__} has no parameters to initialize")
-    lazy = [name for name, _, _, p in params if isinstance(p, nn.parameter.UninitializedParameter)]
-    if lazy:
-        raise ValueError(f"lazy parameters are not materialized yet (run one forward pass first): {lazy}")
+    check_materialized(model)
 
     values = classic_values(model, method, as_generator(generator))
     written = write_values(params, {pid: new for pid, (new, _) in values.items() if new is not None})
