@@ -684,14 +684,6 @@ def test_an_installed_config_decides_the_checkpoint_input(tmp_path, monkeypatch)
     assert report.weights_id == "bundled:ghn-qat" and "takes 3 input channels" in report.weights_note
 
 
-def test_a_meta_model_is_served_without_values_to_check(ghn_dir):
-    """A model on the meta device (built for shape only) gets predictions without a finiteness check."""
-    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)).to("meta")
-    report = torch_qinit.initialize_(model, bits=4, weights=ghn_dir, calibrate=False)
-    assert report.num_predicted == 4 and report.num_fallback == 0
-    assert all(p.is_meta for p in model.parameters())
-
-
 def test_weights_note_says_why_in_words(bundled, ghn_dir):
     bundled()
     ghn = load_ghn(ghn_dir)
@@ -805,7 +797,7 @@ def test_a_torch_compile_wrapper_is_initialized_through_the_module_it_wraps(ghn_
     report = torch_qinit.initialize_(compiled, bits=spec, weights=ghn_dir)
     expected = torch_qinit.initialize_(plain, bits={"0": 8, "6": 2}, weights=ghn_dir)
     assert report.capture_method == "fx"  # not the module-order fallback the wrapper's forward forced
-    assert "torch.compile wrapper" in report.model_note and "model: a torch.compile wrapper" in str(report)
+    assert "torch.compile wrapper" in report.model_note and "model: torch.compile wrapper" in str(report)
     assert report.bits == expected.bits == {"0": 8, "6": 2}
     assert set(report.sources) == set(expected.sources) == set(inner_params)
     for name, p in plain.named_parameters():  # the very same values, written into the wrapper's parameters
@@ -813,3 +805,25 @@ def test_a_torch_compile_wrapper_is_initialized_through_the_module_it_wraps(ghn_
         assert torch.equal(compiled.get_parameter(f"_orig_mod.{name}").detach(), p.detach()), name
     he = torch_qinit.initialize_(compiled, method="he_normal", generator=0)
     assert he.model_note == report.model_note and set(he.sources) == set(inner_params)
+
+
+def test_a_data_parallel_wrapper_is_initialized_through_its_module(ghn_dir):
+    plain, _, inner = _compile_twins()
+    wrapped = nn.DataParallel(inner)  # on a CPU-only machine it just calls inner
+    report = torch_qinit.initialize_(wrapped, bits={"module.6": 2}, weights=ghn_dir)
+    expected = torch_qinit.initialize_(plain, bits={"6": 2}, weights=ghn_dir)
+    assert report.capture_method == "fx" and "DataParallel wrapper" in report.model_note
+    assert report.bits == expected.bits == {"6": 2}
+    assert "skipped" not in report.calibration_note  # the pass runs (DataParallel refuses functional_call)
+    for name, p in plain.named_parameters():
+        assert torch.equal(wrapped.module.get_parameter(name).detach(), p.detach()), name
+
+
+@pytest.mark.parametrize("method", ["ghn-qat", "he_normal"])
+def test_meta_parameters_are_refused(ghn_dir, method):
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 26 * 26, 10))
+    with pytest.raises(ValueError, match=r"4 parameter\(s\) are on the meta device.*to_empty.*nothing was changed"):
+        torch_qinit.initialize_(model, method=method, weights=ghn_dir if method == "ghn-qat" else None)
+    model.to_empty(device="cpu")  # the documented way out
+    assert torch_qinit.initialize_(model, method=method, weights=ghn_dir if method == "ghn-qat" else None)

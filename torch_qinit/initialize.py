@@ -33,11 +33,10 @@ from .graph import ArchGraph, capture_with_note
 from .init import apply_classic_init, available_methods
 from .init.registry import as_generator, classic_values
 from .modules import (
-    COMPILED_PREFIX,
     check_materialized,
     distinct_parameters,
     owned_parameters,
-    unwrap_compiled,
+    unwrap,
     write_values,
 )
 from .report import InitReport
@@ -80,9 +79,9 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
 
     Args:
         model: any nn.Module; parameter objects, dtype, device, buffers and
-            train/eval mode are preserved.  A ``torch.compile`` wrapper is initialized
-            through the module it wraps (the same parameters; the report uses that
-            module's names and says so).
+            train/eval mode are preserved.  A ``torch.compile``, ``DataParallel`` or
+            ``DistributedDataParallel`` wrapper is initialized through the module it wraps
+            (the same parameters; the report uses that module's names and says so).
         bits: target weight bits, an int in 2..8, None (float), or a dict
             {module qualname: bits} for per-layer mixed precision. The default
             "auto" reads the widths layers declare (brevitas ``QuantConv2d(...,
@@ -140,8 +139,8 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
     Raises:
         TypeError: `model` is not an nn.Module, `generator` is neither a Generator
             nor an int, `balance` is not a bool, or a GHN method is asked of a torch.jit ScriptModule.
-        ValueError: bad bits/method/name/logit_std, nothing servable, lazy parameters
-            not materialized yet, or `strict`.
+        ValueError: bad bits/method/name/logit_std, nothing servable, parameters without
+            values (lazy, or on the meta device), or `strict`.
         GHNLoadError: the checkpoint cannot be fetched or is invalid.
         RuntimeError: a parameter cannot be written (an inference tensor).
         In every case the model is left exactly as it was.
@@ -157,9 +156,9 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
     if not isinstance(model, nn.Module):
         raise TypeError(f"initialize_ expects an nn.Module, got {type(model).__name__}")
     generator = as_generator(generator)  # an int seeds a CPU generator; anything else is a TypeError
-    model, model_note = unwrap_compiled(model)  # torch.compile's wrapper: fx cannot trace it, calibration recompiles
-    if model_note:
-        bits, act_bits = _without_compiled_prefix(bits), _without_compiled_prefix(act_bits)
+    model, prefix, model_note = unwrap(model)  # torch.compile / DataParallel: fx cannot trace them
+    if prefix:
+        bits, act_bits = _without_prefix(bits, prefix), _without_prefix(act_bits, prefix)
     if not any(True for _ in model.parameters()):
         raise ValueError(f"{type(model).__name__} has no parameters to initialize")
     check_materialized(model)  # lazy layers have no shape to predict or draw for
@@ -310,11 +309,10 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
     return report
 
 
-def _without_compiled_prefix(spec: Any) -> Any:
-    """A per-layer bits dict written against a torch.compile wrapper's names, in the wrapped module's names."""
+def _without_prefix(spec: Any, prefix: str) -> Any:
+    """A per-layer bits dict written against a wrapper's names (``_orig_mod.0``), in the wrapped module's names."""
     if not isinstance(spec, Mapping):
         return spec
-    prefix = COMPILED_PREFIX + "."
     return {(k[len(prefix):] if isinstance(k, str) and k.startswith(prefix) else k): v for k, v in spec.items()}
 
 
@@ -362,7 +360,7 @@ def _not_finite(values: dict[int, torch.Tensor]) -> list[int]:
     """
     by_device: dict[torch.device, list[int]] = {}
     for pid, v in values.items():
-        if not v.is_meta and v.numel():  # a meta model has no values to check
+        if v.numel():  # (meta parameters were refused up front)
             by_device.setdefault(v.device, []).append(pid)
     bad: list[int] = []
     for ids in by_device.values():

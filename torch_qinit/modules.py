@@ -4,7 +4,7 @@
 - :func:`resolve_device`: a device name from a user (``--device``) checked against this machine;
 - :func:`preserved_modes`: run a body that switches train/eval modes, then put every module's mode back;
 - :func:`batch_input`: the input tensor of a batch (a tensor, or the first item of ``(x, y)``);
-- :func:`unwrap_compiled`: the module a ``torch.compile`` wrapper holds;
+- :func:`unwrap`: the module a ``torch.compile`` or ``DataParallel`` wrapper holds;
 - :func:`check_materialized`: refuse lazy parameters that have no shape yet;
 - :func:`owned_parameters`: the model walk, every parameter under every name (tied ones included);
 - :func:`distinct_parameters`: that walk with each (tied) parameter once, under the name that decides for it;
@@ -19,11 +19,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["device_of", "resolve_device", "preserved_modes", "batch_input", "unwrap_compiled", "check_materialized",
+__all__ = ["device_of", "resolve_device", "preserved_modes", "batch_input", "unwrap", "check_materialized",
            "owned_parameters", "distinct_parameters", "check_writable", "write_values"]
 
-#: The attribute under which ``torch.compile``'s ``OptimizedModule`` keeps the module it wraps.
-COMPILED_PREFIX = "_orig_mod"
+#: Wrappers whose forward only hands the input to one inner module holding the very same parameters:
+#: type name -> (attribute of the inner module, what users call the wrapper).  Matched by name, so no torch
+#: submodule has to be imported to check.
+WRAPPERS = {"OptimizedModule": ("_orig_mod", "torch.compile"),
+            "DataParallel": ("module", "DataParallel"),
+            "DistributedDataParallel": ("module", "DistributedDataParallel")}
 
 #: One entry of :func:`owned_parameters`: (full name, owning module, local name, parameter).
 Owned = tuple[str, nn.Module, str, nn.Parameter]
@@ -73,34 +77,45 @@ def batch_input(batch: Any) -> Tensor:
     raise TypeError(f"a batch must be a tensor or an (x, y) sequence, got {type(batch).__name__}")
 
 
-def unwrap_compiled(model: nn.Module) -> tuple[nn.Module, str]:
-    """The module under ``torch.compile``'s wrapper (it holds the very same parameter objects), and a note.
+def unwrap(model: nn.Module) -> tuple[nn.Module, str, str]:
+    """The module under ``torch.compile`` / ``DataParallel`` / ``DistributedDataParallel`` wrappers (it holds the
+    very same parameter objects), the name prefix the wrappers add (``"_orig_mod."``), and a note.
 
-    Why: the wrapper's ``forward`` is compiled code, so torch.fx cannot trace it (graph capture fell back
-    to module order) and every forward pass through it (the calibration pass) recompiled, which took 24 s
-    on a 6-layer net. Writing into the wrapped module's parameters is writing into the wrapper's.
-    A model that is not a wrapper comes back as it is, with an empty note.
+    Why: torch.fx cannot trace a wrapper's forward (graph capture fell back to module order); a
+    calibration pass through ``torch.compile``'s wrapper recompiled (24 s on a 6-layer net) and one through
+    ``DataParallel`` failed (it refuses ``functional_call``). Writing into the wrapped module's parameters
+    is writing into the wrapper's. A model that is not a wrapper comes back as it is, with "" and "".
     """
-    unwrapped = model
-    while type(unwrapped).__name__ == "OptimizedModule" and isinstance(getattr(unwrapped, COMPILED_PREFIX, None),
-                                                                       nn.Module):
-        unwrapped = getattr(unwrapped, COMPILED_PREFIX)
-    if unwrapped is model:
-        return model, ""
-    return unwrapped, (f"a torch.compile wrapper: initialized the {type(unwrapped).__name__} it wraps (the same "
-                       f"parameters); names are that module's, without the '{COMPILED_PREFIX}.' prefix")
+    inner, prefix, kinds = model, "", []
+    while type(inner).__name__ in WRAPPERS:
+        attr, kind = WRAPPERS[type(inner).__name__]
+        child = getattr(inner, attr, None)
+        if not isinstance(child, nn.Module):
+            break
+        kinds.append(kind)
+        inner, prefix = child, f"{prefix}{attr}."
+    if inner is model:
+        return model, "", ""
+    return inner, prefix, (f"{' in '.join(kinds)} wrapper: initialized the {type(inner).__name__} it wraps (the "
+                           f"same parameters); names are that module's, without the '{prefix}' prefix")
 
 
 def check_materialized(model: nn.Module) -> None:
-    """Raise ValueError naming the lazy parameters (``nn.LazyLinear`` ...) that have no shape yet.
+    """Raise ValueError naming parameters that hold no values yet: lazy ones (``nn.LazyLinear`` before its
+    first forward) and ones on the ``meta`` device.
 
-    Nothing can be predicted or drawn for a parameter without a shape, and a forward pass to
-    materialize them would change the model before the call could fail.
+    Nothing can be predicted or drawn for a lazy parameter (no shape), a forward pass to shape it would
+    change the model before the call could fail, and a write to a meta tensor is silently dropped.
     """
     lazy = [name for name, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter)]
     if lazy:
         raise ValueError(f"lazy parameters are not materialized yet: {lazy}; run one forward pass with a batch "
                          "first (it gives them their shapes); nothing was changed")
+    meta = [name for name, p in model.named_parameters() if p.is_meta]
+    if meta:
+        raise ValueError(f"{len(meta)} parameter(s) are on the meta device, which holds no values ({meta[0]!r} "
+                         "first): allocate them first, e.g. model.to_empty(device='cpu'), then initialize; "
+                         "nothing was changed")
 
 
 def owned_parameters(model: nn.Module) -> list[Owned]:

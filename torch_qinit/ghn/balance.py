@@ -193,11 +193,17 @@ def balance_checked(model: nn.Module, graph: ArchGraph, preds: dict[str, torch.T
         return result
     if x is None:
         return BalanceResult(skipped="no input to check the outputs on")
+    # A float16/bfloat16 model's own round-off moves its outputs by percents (0.035 on a 3-layer bf16 CNN),
+    # more than any tolerance that still catches a missed join: check the function in float32 instead.
+    low = any(t.is_floating_point() and t.dtype.itemsize < 4 for t in model.state_dict().values())
+    dtype = torch.float32 if low else None
+    if low and x.is_floating_point():
+        x = x.float()
     try:
         with untouched(model, x), torch.no_grad():
             model.eval()  # dropout off: the two passes must see the same function
-            before = functional_call(model, untied_state(model, preds), (x,), strict=False)
-            after = functional_call(model, untied_state(model, trial), (x,), strict=False)
+            before = functional_call(model, untied_state(model, preds, dtype), (x,), strict=False)
+            after = functional_call(model, untied_state(model, trial, dtype), (x,), strict=False)
     except Exception as exc:  # noqa: BLE001 - the model ran in calibration; anything odd here means "keep as is"
         return BalanceResult(skipped=f"check pass failed: {type(exc).__name__}")
     if not (isinstance(before, torch.Tensor) and isinstance(after, torch.Tensor)):

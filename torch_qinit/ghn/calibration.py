@@ -137,9 +137,10 @@ def output_divisor(out: torch.Tensor) -> torch.Tensor:
     return out.detach().std().clamp_min(1e-8)
 
 
-def untied_state(model: nn.Module, preds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def untied_state(model: nn.Module, preds: dict[str, torch.Tensor],
+                 float_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     """The model's state with `preds` put in (on each replaced tensor's device and dtype), each tensor under
-    one name only.
+    one name only; with `float_dtype`, every floating tensor in that dtype instead.
 
     A module registered under two names (``nn.Sequential(lin, act, lin)``) lists its tensors twice, and
     `functional_call` refuses two values for tied names; it ties them itself from the first one.
@@ -159,7 +160,10 @@ def untied_state(model: nn.Module, preds: dict[str, torch.Tensor]) -> dict[str, 
             # The GHN predicts float32 on the CPU; the forward runs where the model lives and in its dtype
             # (a CUDA or float64 model given CPU float32 weights fails, and calibration would be skipped).
             like = state.get(key)
-            state[key] = value.detach() if like is None else value.detach().to(device=like.device, dtype=like.dtype)
+            state[key] = value.detach() if like is None else value.detach().to(
+                device=like.device, dtype=float_dtype or like.dtype)  # never through a narrower dtype first
+    if float_dtype is not None:
+        state = {k: v.to(float_dtype) if v.is_floating_point() else v for k, v in state.items()}
     return state
 
 
