@@ -39,6 +39,7 @@ from .modules import (
     unwrap,
     write_values,
 )
+from .parametrized import to_originals
 from .report import InitReport
 
 __all__ = ["initialize_", "methods", "get_ghn", "GHN_METHODS", "FALLBACK_METHOD", "AUTO_LOGIT_STD", "AUTO_LOGIT_METHOD",
@@ -229,6 +230,9 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
         warnings.warn(f"the GHN ({getattr(ghn, 'source_id', 'unsaved')}) is version 1, which has no calibration "
                       f"pass: {calibration_note}", stacklevel=2)
 
+    # weight_norm / spectral_norm / pruning masks store other tensors than the weight they compute
+    not_inverted = to_originals(model, preds)
+
     # Decide every parameter's new value before writing any of them. The first name of a
     # parameter decides for all its (tied) names.
     owned = owned_parameters(model)
@@ -247,7 +251,10 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
         if pred is not None and tuple(pred.shape) == tuple(p.shape) and p.dtype.is_floating_point:
             predicted[id(p)] = pred.to(dtype=p.dtype, device=p.device)
             continue
-        if name not in graph_names:
+        inverse_failure = not_inverted.get(name.rsplit(".", 1)[0]) if ".parametrizations." in name else None
+        if inverse_failure:
+            reason = inverse_failure
+        elif name not in graph_names and ".parametrizations." not in name:
             reason = "not in the captured graph"
         elif isinstance(mod, torch.jit.ScriptModule):
             reason = "inside a torch.jit ScriptModule, which the GHN cannot read"

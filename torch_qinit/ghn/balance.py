@@ -69,7 +69,8 @@ def scale_links(graph: ArchGraph) -> list[ScaleLink]:
 
     A link starts at a conv/linear layer that no norm follows and ends at the conv/linear layers its output
     reaches through `HOMOGENEOUS` ops, provided the path neither branches off elsewhere (an add, a concat,
-    the output, any other op) nor merges with another input.  A module called twice is never linked.
+    the output, any other op) nor merges with another input.  A module called twice is never linked, nor
+    a parametrized one (weight_norm, spectral_norm...), whose stored tensors may not carry a scale.
     """
     succ: dict[int, list[int]] = {}
     pred: dict[int, list[int]] = {}
@@ -81,9 +82,10 @@ def scale_links(graph: ArchGraph) -> list[ScaleLink]:
         counts[node.name] = counts.get(node.name, 0) + 1
     rules = signal_rules(graph)
 
-    def is_layer(i: int) -> bool:
+    def is_layer(i: int) -> bool:  # a parametrized layer may fix its own scale (spectral_norm): a barrier
         node = graph.nodes[i]
-        return node.op in WEIGHT_OPS and "weight" in node.params and counts[node.name] == 1
+        return (node.op in WEIGHT_OPS and "weight" in node.params and counts[node.name] == 1
+                and not node.attrs.get("parametrized"))
 
     links = []
     for start in range(graph.num_nodes):

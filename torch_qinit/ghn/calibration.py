@@ -31,6 +31,7 @@ from torch.func import functional_call
 
 from ..graph.arch_graph import WEIGHT_OPS, ArchGraph, Node
 from ..graph.capture import untouched
+from ..parametrized import to_originals
 from .signal import signal_rules
 
 __all__ = ["CalibrationResult", "calibrate_scales", "calibrated_layers", "check_logit_std", "first_layer",
@@ -145,6 +146,10 @@ def untied_state(model: nn.Module, preds: dict[str, torch.Tensor],
     A module registered under two names (``nn.Sequential(lin, act, lin)``) lists its tensors twice, and
     `functional_call` refuses two values for tied names; it ties them itself from the first one.
     """
+    # A parametrized layer (weight_norm...) runs from its stored tensors: passing "conv.weight" itself would
+    # assign it through the parametrization's setter, writing into the model's stored tensors.
+    preds = dict(preds)
+    to_originals(model, preds)
     state: dict[str, torch.Tensor] = {}
     first_name: dict[int, str] = {}
     alias: dict[str, str] = {}

@@ -1,0 +1,120 @@
+"""Layers with torch parametrizations (weight_norm, spectral_norm, a pruning mask) are served by the GHN."""
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrizations, parametrize
+
+import torch_qinit
+from torch_qinit.graph import capture
+
+
+def net(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(32, 10))
+
+
+class Mask(nn.Module):
+    """A pruning mask like torch.ao.pruning's: no right_inverse, so the stored tensor is the weight itself."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.register_buffer("mask", (torch.arange(torch.Size(shape).numel()) % 3 != 0).float().reshape(shape))
+
+    def forward(self, w):
+        return w * self.mask
+
+
+class Broken(nn.Module):
+    """Inverts once, at registration, then fails (a right_inverse with a bug for some values)."""
+
+    armed = False
+
+    def forward(self, w):
+        return w
+
+    def right_inverse(self, w):
+        if self.armed:
+            raise RuntimeError("cannot invert")
+        return w
+
+
+def stored(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_the_graph_sees_the_weight_a_parametrized_layer_computes():
+    model = net()
+    parametrizations.weight_norm(model[4])
+    parametrizations.spectral_norm(model[8])
+    nodes = {n.name: n for n in capture(model).nodes}
+    assert nodes["4"].op == "conv" and nodes["4"].params == {"weight": (32, 16, 3, 3), "bias": (32,)}
+    assert nodes["8"].op == "linear" and nodes["8"].params == {"weight": (10, 32), "bias": (10,)}
+    assert nodes["4"].attrs["parametrized"] == ["weight"] and nodes["4"].servable
+
+
+def test_weight_norm_stores_the_norm_and_direction_of_the_prediction():
+    plain, model = net(), net()
+    parametrizations.weight_norm(model[4])
+    ids = {n: id(p) for n, p in model.named_parameters()}
+    report = torch_qinit.initialize_(model, bits=4, balance=False)
+    torch_qinit.initialize_(plain, bits=4, balance=False)
+    assert report.num_fallback == 0 and "4.parametrizations.weight.original0" in report.predicted
+    assert {n: id(p) for n, p in model.named_parameters()} == ids  # the same parameter objects
+    with torch.no_grad():
+        torch.testing.assert_close(model[4].weight, plain[4].weight, rtol=1e-5, atol=1e-6)
+        g = model[4].parametrizations.weight.original0
+        torch.testing.assert_close(g.flatten(), plain[4].weight.flatten(1).norm(dim=1), rtol=1e-5, atol=1e-6)
+        x = torch.randn(4, 1, 28, 28)
+        torch.testing.assert_close(model.eval()(x), plain.eval()(x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_mask_without_right_inverse_stores_the_prediction_and_calibrates_the_masked_layer():
+    plain, model = net(), net()
+    parametrize.register_parametrization(model[4], "weight", Mask(model[4].weight.shape))
+    report = torch_qinit.initialize_(model, bits=4, balance=False, calibrate=False)
+    torch_qinit.initialize_(plain, bits=4, balance=False, calibrate=False)
+    assert report.num_fallback == 0
+    torch.testing.assert_close(model[4].parametrizations.weight.original, plain[4].weight)
+    # with calibration, the masked layer is measured as it runs (with its mask): its factor differs
+    masked, unmasked = net(), net()
+    parametrize.register_parametrization(masked[4], "weight", Mask(masked[4].weight.shape))
+    a = torch_qinit.initialize_(masked, bits=4, balance=False).calibration_note
+    b = torch_qinit.initialize_(unmasked, bits=4, balance=False).calibration_note
+    assert a.startswith("1 layers rescaled") and b.startswith("1 layers rescaled") and a != b
+
+
+def test_spectral_norm_is_served_and_never_balanced():
+    model = net()
+    parametrizations.spectral_norm(model[4])
+    report = torch_qinit.initialize_(model, bits=4)
+    assert report.num_fallback == 0 and "balanced" not in report.calibration_note
+    assert "skipped" not in report.calibration_note  # a barrier, not a failed check
+
+
+def test_a_failing_right_inverse_falls_back_with_the_reason_and_strict_refuses_untouched():
+    model = net()
+    broken = Broken()
+    parametrize.register_parametrization(model[4], "weight", broken)
+    broken.armed = True
+    before = stored(model)
+    with pytest.raises(ValueError, match="strict=True.*right_inverse of Broken failed"):
+        torch_qinit.initialize_(model, bits=4, strict=True)
+    after = stored(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the calibration pass wrote nothing either
+    report = torch_qinit.initialize_(model, bits=4)
+    assert report.fallback == {"4.parametrizations.weight.original":
+                               "right_inverse of Broken failed (RuntimeError: cannot invert); he_normal"}
+
+
+def test_a_refused_call_leaves_weight_norm_tensors_untouched():
+    """The calibration pass used to run with "4.weight" swapped in, which assigns through weight_norm's setter
+    and rewrote the stored norm and direction before any later check could refuse the call."""
+    model = nn.Sequential(*net(), nn.PReLU())
+    parametrizations.weight_norm(model[4])
+    before = stored(model)
+    with pytest.raises(ValueError, match="strict=True"):
+        torch_qinit.initialize_(model, bits=4, strict=True)  # PReLU cannot be served
+    after = stored(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
