@@ -257,3 +257,22 @@ def test_a_half_precision_model_is_balanced_checked_in_float32(dtype):
     assert all(p.dtype == dtype for p in model.parameters())
     lv = levels({k: v.detach().float() for k, v in model.named_parameters()}, ["0", "3", "8", "10"])
     assert max(lv.values()) - min(lv.values()) < 0.02  # equal up to the dtype's rounding of the weights
+
+
+def test_a_model_with_two_heads_is_balanced_and_checked_on_both():
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1),
+                                      nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.cls, self.aux = nn.Linear(16, 10), nn.Linear(16, 4)
+
+        def forward(self, x):
+            h = self.body(x)
+            return {"cls": self.cls(h), "aux": (self.aux(h),)}
+
+    torch.manual_seed(0)
+    model = TwoHeads()
+    report = torch_qinit.initialize_(model, bits=4)
+    # body.0 -> body.2 -> {cls, aux}: a tree through ReLU / pool / flatten; the check compares both heads
+    assert "4 layers balanced" in report.calibration_note and "outputs unchanged" in report.calibration_note

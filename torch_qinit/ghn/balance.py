@@ -181,6 +181,17 @@ def balance_scales(graph: ArchGraph, preds: dict[str, torch.Tensor], strength: f
     return result
 
 
+def _float_tensors(out: object) -> list[torch.Tensor]:
+    """The floating tensors in a model output (a tensor, or tuples / lists / dicts of them), in order."""
+    if isinstance(out, torch.Tensor):
+        return [out.detach().float()] if out.is_floating_point() and out.numel() else []
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (tuple, list)):
+        return [t for item in out for t in _float_tensors(item)]
+    return []
+
+
 def balance_checked(model: nn.Module, graph: ArchGraph, preds: dict[str, torch.Tensor],
                     x: torch.Tensor | None, rtol: float = 1e-3, strength: float = 1.0) -> BalanceResult:
     """`balance_scales`, kept only if the model's output on `x` is unchanged (within `rtol` of its largest
@@ -208,11 +219,12 @@ def balance_checked(model: nn.Module, graph: ArchGraph, preds: dict[str, torch.T
             after = functional_call(model, untied_state(model, trial, dtype), (x,), strict=False)
     except Exception as exc:  # noqa: BLE001 - the model ran in calibration; anything odd here means "keep as is"
         return BalanceResult(skipped=f"check pass failed: {type(exc).__name__}")
-    if not (isinstance(before, torch.Tensor) and isinstance(after, torch.Tensor)):
-        return BalanceResult(skipped="the output is not a tensor")
-    ref = before.detach().float()
-    err = (after.detach().float() - ref).abs().max().item()
-    if not math.isfinite(err) or err > rtol * max(ref.abs().max().item(), 1e-12):
-        return BalanceResult(skipped=f"outputs changed ({err:.2g}): the captured graph misses a join")
+    outs_before, outs_after = _float_tensors(before), _float_tensors(after)
+    if not outs_before or len(outs_before) != len(outs_after):
+        return BalanceResult(skipped="the output holds no tensor")
+    for ref, new in zip(outs_before, outs_after):  # each head of a multi-output model on its own scale
+        err = (new - ref).abs().max().item() if ref.shape == new.shape else math.inf
+        if not math.isfinite(err) or err > rtol * max(ref.abs().max().item(), 1e-12):
+            return BalanceResult(skipped=f"outputs changed ({err:.2g}): the captured graph misses a join")
     preds.update(trial)
     return result
