@@ -94,7 +94,7 @@ def test_servable_targets_kinds_and_shared_modules():
         Node("conv", "c", {"weight": (4, 2, 3, 3), "bias": (4,)}),
         Node("batch_norm", "bn", {"weight": (4,), "bias": (4,)}),
         Node("conv", "c", {"weight": (4, 2, 3, 3), "bias": (4,)}),  # the same module called again
-        Node("conv", "c1d", {"weight": (4, 4, 3)}),  # a 3-D weight: not decodable
+        Node("conv", "c3d", {"weight": (4, 4, 3, 3, 3)}),  # a Conv3d's 5-D weight: not decodable
         Node("linear", "", {"weight": (3, 4), "bias": (3,), "extra": (3,)}),  # root module: no prefix
         Node("relu", "r", {"weight": (4,)}),  # not a servable op
         Node("layer_norm", "ln", {"weight": (3, 3)}),  # a 2-D norm weight: not a vector
@@ -132,3 +132,13 @@ def test_config_round_trip_and_unknown_keys():
     assert back == c and back.bits == (2, 4) and back.input_shape == (3, 32, 32)  # tuples again
     with pytest.raises(ValueError, match=r"^config\.json has keys this GHN does not know: \['a', 'z'\]$"):
         GHNConfig.from_dict({**d, "z": 1, "a": 2})
+
+
+def test_a_conv1d_weight_is_decoded_in_its_own_shape(ghn):
+    g = ArchGraph([Node("input", ""), Node("conv", "c", {"weight": (8, 2, 5), "bias": (8,)}),
+                   Node("relu", "r"), Node("output", "out")], [(0, 1), (1, 2), (2, 3)], "fx")
+    assert [(t.name, t.shape, t.kind) for t in servable_targets(g)] == [("c.weight", (8, 2, 5), "weight"),
+                                                                       ("c.bias", (8,), "bias")]
+    w = ghn(g, bits=4)["c.weight"]
+    assert w.shape == (8, 2, 5) and torch.isfinite(w).all()
+    assert len(torch.unique(w.flatten(1), dim=0)) == 8

@@ -827,3 +827,22 @@ def test_meta_parameters_are_refused(ghn_dir, method):
         torch_qinit.initialize_(model, method=method, weights=ghn_dir if method == "ghn-qat" else None)
     model.to_empty(device="cpu")  # the documented way out
     assert torch_qinit.initialize_(model, method=method, weights=ghn_dir if method == "ghn-qat" else None)
+
+
+def test_conv1d_layers_are_predicted_with_distinct_filters_and_calibrated(ghn_dir):
+    """A Conv1d weight (out, in, k) is decoded as a 1×k Conv2d kernel: every filter distinct, fan-in scaled."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(1, 16, 9, stride=4), nn.ReLU(), nn.Conv1d(16, 32, 3), nn.BatchNorm1d(32),
+                          nn.ReLU(), nn.Conv1d(32, 32, 3, groups=32), nn.ReLU(), nn.AdaptiveAvgPool1d(1),
+                          nn.Flatten(), nn.Linear(32, 10))
+    report = torch_qinit.initialize_(model, bits=4, weights=ghn_dir)
+    assert report.num_fallback == 0 and report.num_predicted == len(dict(model.named_parameters()))
+    assert report.calibration_note.startswith("2 layers rescaled")  # the stem and the depthwise conv
+    for i in (0, 2, 5):
+        w = model[i].weight.detach().flatten(1)
+        assert model[i].weight.dim() == 3 and torch.isfinite(w).all()
+        assert len(torch.unique(w, dim=0)) == len(w), i  # no duplicate filters
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(8, 1, 256))
+    assert torch.isfinite(out).all() and 0.1 < out.std().item() < 10

@@ -61,13 +61,19 @@ def servable_targets(graph: ArchGraph, graph_index: int = 0) -> list[_Target]:
 
 def _kind(op: str, local: str, shape: tuple[int, ...]) -> str | None:
     if op in WEIGHT_OPS:
-        if local == "weight" and len(shape) in (2, 4):
+        if local == "weight" and len(shape) in (2, 3, 4):  # 3: a Conv1d, decoded as a 1×k Conv2d
             return "weight"
         if local == "bias" and len(shape) == 1:
             return "bias"
     elif op in _NORM_OPS and len(shape) == 1:
         return {"weight": "norm_weight", "bias": "norm_bias"}.get(local)
     return None
+
+
+def _as_2d(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape the decoder makes for a weight: a Conv1d's (out, in, k) as a Conv2d's (out, in, 1, k), the
+    rectangular kernel shape it already serves (same fan-in, same kernel feature in the encoder)."""
+    return (shape[0], shape[1], 1, shape[2]) if len(shape) == 3 else shape
 
 
 def _static_tensors(graph: ArchGraph) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -192,7 +198,7 @@ class GHN(nn.Module):
             weight_targets = [t for t in targets if t.kind == "weight"]
             rules = [signal_rules(g) if version >= 2 else None for g in graph_list]
             patterns = self.decoder.patterns(
-                h_rows[[rows[(t.graph, t.node)] for t in weight_targets]], [t.shape for t in weight_targets],
+                h_rows[[rows[(t.graph, t.node)] for t in weight_targets]], [_as_2d(t.shape) for t in weight_targets],
                 [rules[t.graph] is None or not rules[t.graph][t.node].output for t in weight_targets])
             pattern_of = {id(t): p for t, p in zip(weight_targets, patterns)}
             vec_targets: dict[int, list[_Target]] = {}
@@ -201,7 +207,7 @@ class GHN(nn.Module):
                     rule = rules[t.graph][t.node] if rules[t.graph] is not None else None
                     pattern = pattern_of[id(t)]  # decoded for this call alone: without autograd, scaled in place
                     out[t.graph][t.name] = shape_weight(pattern, gains[rows[(t.graph, t.node)]], rule,
-                                                        inplace=not pattern.requires_grad)
+                                                        inplace=not pattern.requires_grad).reshape(t.shape)
                 else:
                     vec_targets.setdefault(t.shape[0], []).append(t)
             for size, group in vec_targets.items():  # one decode per vector length, not per node
