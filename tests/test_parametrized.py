@@ -118,3 +118,18 @@ def test_a_refused_call_leaves_weight_norm_tensors_untouched():
         torch_qinit.initialize_(model, bits=4, strict=True)  # PReLU cannot be served
     after = stored(model)
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_classic_method_draws_what_the_layer_computes():
+    """He normal on a weight_norm layer: the computed weight has He's std and the stored norms are positive
+    (drawing for the stored (out, 1, 1, 1) norm itself gave it fan-in 1: random sizes and signs)."""
+    model = nn.Sequential(nn.Conv2d(16, 64, 3), nn.ReLU(), nn.Conv2d(64, 64, 3))
+    parametrizations.weight_norm(model[0])
+    parametrize.register_parametrization(model[2], "weight", Mask(model[2].weight.shape))
+    report = torch_qinit.initialize_(model, method="he_normal", generator=0)
+    assert report.sources["0.parametrizations.weight.original0"] == "he_normal"
+    g = model[0].parametrizations.weight.original0.detach()
+    assert (g > 0).all()
+    with torch.no_grad():
+        assert abs(model[0].weight.std().item() / (2 / (16 * 9)) ** 0.5 - 1) < 0.1
+        assert abs(model[2].parametrizations.weight.original.std().item() / (2 / (64 * 9)) ** 0.5 - 1) < 0.1

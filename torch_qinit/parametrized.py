@@ -12,10 +12,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-__all__ = ["effective_shapes", "to_originals"]
+__all__ = ["natural_shape", "effective_shapes", "stored_values", "to_originals"]
 
 
-def _natural_shape(m: nn.Module, name: str) -> tuple[int, ...] | None:
+def natural_shape(m: nn.Module, name: str) -> tuple[int, ...] | None:
     """The shape `m.<name>` has without parametrizations, from the layer's own settings (no forward:
     evaluating spectral_norm in training mode would advance its power iteration)."""
     if isinstance(m, nn.modules.conv._ConvNd) and not m.transposed:
@@ -39,11 +39,29 @@ def effective_shapes(m: nn.Module) -> dict[str, tuple[int, ...]] | None:
         return None
     shapes = {}
     for name in m.parametrizations:
-        shape = _natural_shape(m, name)
+        shape = natural_shape(m, name)
         if shape is None:
             return None
         shapes[name] = shape
     return shapes
+
+
+def stored_values(plist: nn.Module, value: torch.Tensor) -> dict[str, torch.Tensor] | str:
+    """{stored tensor name ("original", "original0"...): value} that make the parametrization list `plist`
+    compute `value`, without writing anything; or why not (a message)."""
+    try:
+        with torch.no_grad():
+            for p in reversed(plist):
+                if hasattr(p, "right_inverse"):
+                    value = p.right_inverse(value)
+    except Exception as exc:  # noqa: BLE001 - user code: any failure means "fall back", with the reason
+        return f"right_inverse of {type(p).__name__} failed ({type(exc).__name__}: {exc})"
+    values = [value] if plist.is_tensor else list(value) if isinstance(value, (tuple, list)) else None
+    names = ["original"] if plist.is_tensor else [f"original{i}" for i in range(plist.ntensors)]
+    if values is None or len(values) != len(names) or not all(
+            isinstance(v, torch.Tensor) and v.shape == getattr(plist, n).shape for v, n in zip(values, names)):
+        return "right_inverse did not give tensors of the stored shapes"
+    return dict(zip(names, values))
 
 
 def to_originals(model: nn.Module, preds: dict[str, torch.Tensor]) -> dict[str, str]:
@@ -63,20 +81,9 @@ def to_originals(model: nn.Module, preds: dict[str, torch.Tensor]) -> dict[str, 
             if key not in preds:
                 continue
             prefix = f"{mod_name}.parametrizations.{name}" if mod_name else f"parametrizations.{name}"
-            value = preds.pop(key)
-            try:
-                with torch.no_grad():
-                    for p in reversed(plist):
-                        if hasattr(p, "right_inverse"):
-                            value = p.right_inverse(value)
-            except Exception as exc:  # noqa: BLE001 - user code: any failure means "fall back", with the reason
-                failed[prefix] = f"right_inverse of {type(p).__name__} failed ({type(exc).__name__}: {exc})"
-                continue
-            values = [value] if plist.is_tensor else list(value) if isinstance(value, (tuple, list)) else None
-            stored = ["original"] if plist.is_tensor else [f"original{i}" for i in range(plist.ntensors)]
-            if values is None or len(values) != len(stored) or not all(
-                    isinstance(v, torch.Tensor) and v.shape == getattr(plist, s).shape for v, s in zip(values, stored)):
-                failed[prefix] = "right_inverse did not give tensors of the stored shapes"
-                continue
-            preds.update((f"{prefix}.{s}", v) for s, v in zip(stored, values))
+            stored = stored_values(plist, preds.pop(key))
+            if isinstance(stored, str):
+                failed[prefix] = stored
+            else:
+                preds.update((f"{prefix}.{n}", v) for n, v in stored.items())
     return failed

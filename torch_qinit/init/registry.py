@@ -8,8 +8,10 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from ..modules import check_materialized, check_writable, distinct_parameters, owned_parameters, write_values
+from ..parametrized import natural_shape, stored_values
 from .classic import (
     glorot_normal_,
     glorot_uniform_,
@@ -97,8 +99,10 @@ def _rule_values(
     """New value and description per parameter id, by the weight/bias/norm rule."""
     init_fn = INITIALIZERS[method]
     device = generator.device if generator is not None else torch.device("cpu")
-    values: dict[int, tuple[Tensor | None, str]] = {}
+    values = _parametrized_values(model, method, generator)
     for _, mod, local, p in distinct_parameters(owned_parameters(model)):  # tied ones once
+        if id(p) in values:
+            continue
         if not p.dtype.is_floating_point:
             values[id(p)] = (None, "unchanged (not floating point)")
         elif p.numel() == 0:  # nothing to draw, and a zero fan-in has no scale
@@ -118,6 +122,38 @@ def _rule_values(
             # 1-D non-bias parameters (PReLU slopes, custom scales) have no fan and
             # no rule; their construction-time value is the safest choice.
             values[id(p)] = (None, "unchanged (no rule for 1-D parameter)")
+    return values
+
+
+def _parametrized_values(model: nn.Module, method: str, generator: torch.Generator | None
+                         ) -> dict[int, tuple[Tensor | None, str]]:
+    """The rule applied to what a parametrized layer computes, stored through its ``right_inverse``.
+
+    Drawing for the stored tensors themselves gave weight_norm's norm ``original0`` (out, 1, 1, 1) a
+    He draw with fan-in 1: per-filter norms of random size and sign.
+    """
+    values: dict[int, tuple[Tensor | None, str]] = {}
+    device = generator.device if generator is not None else torch.device("cpu")
+    for _, m in model.named_modules():
+        if not parametrize.is_parametrized(m):
+            continue
+        for name, plist in m.parametrizations.items():
+            shape = natural_shape(m, name)
+            first = next(iter(plist.parameters()), None)
+            if shape is None or first is None or not first.dtype.is_floating_point or 0 in shape:
+                continue  # the per-tensor rule below decides
+            if name == "weight" and len(shape) >= 2 and not isinstance(m, _NORM_TYPES):
+                value = torch.empty(shape, dtype=_compute_dtype(first), device=device)
+                INITIALIZERS[method](value, generator=generator)
+                desc = method
+            else:  # the same rules as below: norm weights one, biases zero
+                fill = 1.0 if isinstance(m, _NORM_TYPES) and name == "weight" else 0.0
+                value, desc = torch.full(shape, fill, dtype=_compute_dtype(first)), "ones" if fill else "zeros"
+            stored = stored_values(plist, value)
+            if isinstance(stored, str):
+                continue
+            for stored_name, tensor in stored.items():
+                values[id(getattr(plist, stored_name))] = (tensor, desc)
     return values
 
 
