@@ -846,3 +846,21 @@ def test_conv1d_layers_are_predicted_with_distinct_filters_and_calibrated(ghn_di
     with torch.no_grad():
         out = model(torch.randn(8, 1, 256))
     assert torch.isfinite(out).all() and 0.1 < out.std().item() < 10
+
+
+def test_a_distributed_data_parallel_wrapper_is_initialized_through_its_module(ghn_dir, tmp_path):
+    """A one-process gloo group on this machine: the real DistributedDataParallel wrapper, not a look-alike."""
+    import torch.distributed as dist
+
+    plain, _, inner = _compile_twins()
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        wrapped = nn.parallel.DistributedDataParallel(inner)
+        report = torch_qinit.initialize_(wrapped, weights=ghn_dir)
+    finally:
+        dist.destroy_process_group()
+    expected = torch_qinit.initialize_(plain, weights=ghn_dir)
+    assert report.capture_method == "fx" and report.model_note.startswith("DistributedDataParallel wrapper")
+    assert "skipped" not in report.calibration_note and set(report.sources) == set(expected.sources)
+    for name, p in plain.named_parameters():
+        assert torch.equal(wrapped.module.get_parameter(name).detach(), p.detach()), name
