@@ -133,3 +133,15 @@ def test_a_classic_method_draws_what_the_layer_computes():
     with torch.no_grad():
         assert abs(model[0].weight.std().item() / (2 / (16 * 9)) ** 0.5 - 1) < 0.1
         assert abs(model[2].parametrizations.weight.original.std().item() / (2 / (64 * 9)) ** 0.5 - 1) < 0.1
+
+
+def test_a_failing_right_inverse_on_the_root_module_gives_its_reason():
+    """The stored tensor of a parametrized root module is named "parametrizations.weight.original", without
+    a leading "<layer>."; its fallback reason was "not in the captured graph"."""
+    model = nn.Linear(16, 10)
+    broken = Broken()
+    parametrize.register_parametrization(model, "weight", broken)
+    broken.armed = True
+    report = torch_qinit.initialize_(model, bits=4, example_input=torch.randn(4, 16))
+    assert report.fallback == {"parametrizations.weight.original":
+                               "right_inverse of Broken failed (RuntimeError: cannot invert); he_normal"}

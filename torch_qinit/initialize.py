@@ -251,10 +251,10 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
         if pred is not None and tuple(pred.shape) == tuple(p.shape) and p.dtype.is_floating_point:
             predicted[id(p)] = pred.to(dtype=p.dtype, device=p.device)
             continue
-        inverse_failure = not_inverted.get(name.rsplit(".", 1)[0]) if ".parametrizations." in name else None
+        inverse_failure = not_inverted.get(name.rsplit(".", 1)[0])  # keyed by "<layer>.parametrizations.<name>"
         if inverse_failure:
             reason = inverse_failure
-        elif name not in graph_names and ".parametrizations." not in name:
+        elif name not in graph_names:
             reason = "not in the captured graph"
         elif isinstance(mod, torch.jit.ScriptModule):
             reason = "inside a torch.jit ScriptModule, which the GHN cannot read"
