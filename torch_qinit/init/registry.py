@@ -88,17 +88,34 @@ def as_generator(generator: torch.Generator | int | None) -> torch.Generator | N
     raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
 
 
-def _compute_dtype(p: Tensor) -> torch.dtype:
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     # Sample in at least float32 so low-precision params get the same draws as float ones.
-    return torch.promote_types(p.dtype, torch.float32)
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _rule_value(owner: nn.Module, local: str, shape: tuple[int, ...], dtype: torch.dtype, method: str,
+                generator: torch.Generator | None) -> tuple[Tensor | None, str]:
+    """The weight/bias/norm rule for one floating tensor of `shape`, registered on `owner` as `local`."""
+    if isinstance(owner, _NORM_TYPES):
+        fill = 1.0 if local == "weight" else 0.0
+        return torch.full(shape, fill, dtype=dtype), "ones" if fill else "zeros"
+    if "bias" in local:
+        return torch.zeros(shape, dtype=dtype), "zeros"
+    if len(shape) >= 2:
+        # Sample on the generator's device (CPU by default) so the draws do not depend on where the model lives.
+        device = generator.device if generator is not None else torch.device("cpu")
+        new = torch.empty(shape, dtype=_compute_dtype(dtype), device=device)
+        INITIALIZERS[method](new, generator=generator)
+        return new, method
+    # 1-D non-bias parameters (PReLU slopes, custom scales) have no fan and no rule; their
+    # construction-time value is the safest choice.
+    return None, "unchanged (no rule for 1-D parameter)"
 
 
 def _rule_values(
     model: nn.Module, method: str, generator: torch.Generator | None
 ) -> dict[int, tuple[Tensor | None, str]]:
     """New value and description per parameter id, by the weight/bias/norm rule."""
-    init_fn = INITIALIZERS[method]
-    device = generator.device if generator is not None else torch.device("cpu")
     values = _parametrized_values(model, method, generator)
     for _, mod, local, p in distinct_parameters(owned_parameters(model)):  # tied ones once
         if id(p) in values:
@@ -107,21 +124,8 @@ def _rule_values(
             values[id(p)] = (None, "unchanged (not floating point)")
         elif p.numel() == 0:  # nothing to draw, and a zero fan-in has no scale
             values[id(p)] = (None, "unchanged (empty)")
-        elif isinstance(mod, _NORM_TYPES):
-            fill = 1.0 if local == "weight" else 0.0
-            values[id(p)] = (torch.full(p.shape, fill, dtype=p.dtype), "ones" if fill else "zeros")
-        elif "bias" in local:
-            values[id(p)] = (torch.zeros(p.shape, dtype=p.dtype), "zeros")
-        elif p.dim() >= 2:
-            # Sample on the generator's device (CPU by default) so the draws do not
-            # depend on where the model lives.
-            new = torch.empty(p.shape, dtype=_compute_dtype(p), device=device)
-            init_fn(new, generator=generator)
-            values[id(p)] = (new, method)
         else:
-            # 1-D non-bias parameters (PReLU slopes, custom scales) have no fan and
-            # no rule; their construction-time value is the safest choice.
-            values[id(p)] = (None, "unchanged (no rule for 1-D parameter)")
+            values[id(p)] = _rule_value(mod, local, tuple(p.shape), p.dtype, method, generator)
     return values
 
 
@@ -133,7 +137,6 @@ def _parametrized_values(model: nn.Module, method: str, generator: torch.Generat
     He draw with fan-in 1: per-filter norms of random size and sign.
     """
     values: dict[int, tuple[Tensor | None, str]] = {}
-    device = generator.device if generator is not None else torch.device("cpu")
     for _, m in model.named_modules():
         if not parametrize.is_parametrized(m):
             continue
@@ -141,15 +144,9 @@ def _parametrized_values(model: nn.Module, method: str, generator: torch.Generat
             shape = natural_shape(m, name)
             first = next(iter(plist.parameters()), None)
             if shape is None or first is None or not first.dtype.is_floating_point or 0 in shape:
-                continue  # the per-tensor rule below decides
-            if name == "weight" and len(shape) >= 2 and not isinstance(m, _NORM_TYPES):
-                value = torch.empty(shape, dtype=_compute_dtype(first), device=device)
-                INITIALIZERS[method](value, generator=generator)
-                desc = method
-            else:  # the same rules as below: norm weights one, biases zero
-                fill = 1.0 if isinstance(m, _NORM_TYPES) and name == "weight" else 0.0
-                value, desc = torch.full(shape, fill, dtype=_compute_dtype(first)), "ones" if fill else "zeros"
-            stored = stored_values(plist, value)
+                continue  # the per-tensor rule decides
+            value, desc = _rule_value(m, name, shape, first.dtype, method, generator)
+            stored = stored_values(plist, value) if value is not None else "no rule"
             if isinstance(stored, str):
                 continue
             for stored_name, tensor in stored.items():
