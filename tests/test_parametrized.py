@@ -145,3 +145,46 @@ def test_a_failing_right_inverse_on_the_root_module_gives_its_reason():
     report = torch_qinit.initialize_(model, bits=4, example_input=torch.randn(4, 16))
     assert report.fallback == {"parametrizations.weight.original":
                                "right_inverse of Broken failed (RuntimeError: cannot invert); he_normal"}
+
+
+def legacy_weight_norm(module: nn.Module) -> nn.Module:
+    """The old hook-based torch.nn.utils.weight_norm (deprecated by torch, still in older code)."""
+    with pytest.warns(FutureWarning):
+        return nn.utils.weight_norm(module)
+
+
+def test_the_graph_sees_the_weight_an_old_style_weight_norm_layer_computes():
+    model = net()
+    legacy_weight_norm(model[4])
+    nodes = {n.name: n for n in capture(model).nodes}
+    assert nodes["4"].op == "conv" and nodes["4"].params == {"weight": (32, 16, 3, 3), "bias": (32,)}
+    assert nodes["4"].attrs["parametrized"] == ["weight"] and nodes["4"].servable
+
+
+def test_old_style_weight_norm_stores_the_norm_and_direction_of_the_prediction():
+    """Before, its weight_g / weight_v made the layer "op not servable" (He fallback); a model built only of
+    such layers was refused outright."""
+    plain, model = net(), net()
+    legacy_weight_norm(model[4])
+    legacy_weight_norm(model[8])
+    report = torch_qinit.initialize_(model, bits=4, balance=False)
+    torch_qinit.initialize_(plain, bits=4, balance=False)
+    assert report.num_fallback == 0 and {"4.weight_g", "4.weight_v", "8.weight_g"} <= set(report.predicted)
+    with torch.no_grad():
+        # the `weight` attribute the pre-hook recomputes is fresh before any forward
+        torch.testing.assert_close(model[4].weight, plain[4].weight, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(model[4].weight_g.flatten(), plain[4].weight.flatten(1).norm(dim=1),
+                                   rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(model[8].weight, plain[8].weight, rtol=1e-5, atol=1e-6)
+        x = torch.randn(4, 1, 28, 28)
+        torch.testing.assert_close(model.eval()(x), plain.eval()(x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_classic_method_draws_what_an_old_style_weight_norm_layer_computes():
+    model = nn.Sequential(nn.Conv2d(16, 64, 3), nn.ReLU(), nn.Conv2d(64, 64, 3))
+    legacy_weight_norm(model[0])
+    report = torch_qinit.initialize_(model, method="he_normal", generator=0)
+    assert report.sources["0.weight_g"] == report.sources["0.weight_v"] == "he_normal"
+    assert (model[0].weight_g > 0).all()
+    with torch.no_grad():
+        assert abs(model[0].weight.std().item() / (2 / (16 * 9)) ** 0.5 - 1) < 0.1

@@ -39,7 +39,7 @@ from .modules import (
     unwrap,
     write_values,
 )
-from .parametrized import to_originals
+from .parametrized import refresh_legacy_weights, to_originals
 from .report import InitReport
 
 __all__ = ["initialize_", "methods", "get_ghn", "GHN_METHODS", "FALLBACK_METHOD", "AUTO_LOGIT_STD", "AUTO_LOGIT_METHOD",
@@ -306,6 +306,7 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
     new_values = dict(predicted)
     new_values.update((pid, value) for pid, (value, _, _) in decided.items() if value is not None)
     write_values(owned, new_values)  # every target checked first, then one copy_ per parameter
+    refresh_legacy_weights(model)  # old-style weight_norm's `weight` attribute, else stale until a forward
     weights_id, sha = getattr(ghn, "source_id", "unsaved"), getattr(ghn, "weights_sha256", None)
     report = InitReport(method=method, sources=sources, fallback=fallback, skipped=skipped,
                         capture_method=graph.method, capture_note=capture_note, bits=bits_per_layer,

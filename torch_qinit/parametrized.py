@@ -1,18 +1,23 @@
-"""Layers with ``torch.nn.utils.parametrize`` parametrizations (weight_norm, spectral_norm, pruning masks...).
+"""Layers whose weight is computed from other stored tensors: ``torch.nn.utils.parametrize`` parametrizations
+(weight_norm, spectral_norm, pruning masks...) and the older hook-based ``torch.nn.utils.weight_norm``.
 
-Such a layer's ``weight`` is computed from stored ``original`` tensors (weight_norm: a norm ``original0`` and a
-direction ``original1``). The GHN sees the layer as what it computes, a conv or linear with a ``weight`` of the
-usual shape (:func:`effective_shapes`); its prediction for that weight is turned back into the stored tensors
-by the parametrizations' own ``right_inverse``, which is what ``layer.weight = value`` does in torch
-(:func:`to_originals`).
+A parametrized layer's ``weight`` is computed from stored ``original`` tensors (weight_norm: a norm
+``original0`` and a direction ``original1``); an old-style weight_norm layer recomputes its ``weight``
+attribute from ``weight_g`` (norm) and ``weight_v`` (direction) in a forward pre-hook. The GHN sees the layer
+as what it computes, a conv or linear with a ``weight`` of the usual shape (:func:`effective_shapes`); its
+prediction for that weight is turned back into the stored tensors (:func:`to_originals`) by the
+parametrizations' own ``right_inverse``, which is what ``layer.weight = value`` does in torch, or by the
+split ``torch.nn.utils.weight_norm`` makes when it is applied (:func:`legacy_split`).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+from torch.nn.utils.weight_norm import WeightNorm
 
-__all__ = ["natural_shape", "effective_shapes", "stored_values", "to_originals"]
+__all__ = ["natural_shape", "legacy_weight_norms", "legacy_split", "effective_shapes", "graph_params",
+           "stored_values", "to_originals", "refresh_legacy_weights"]
 
 
 def natural_shape(m: nn.Module, name: str) -> tuple[int, ...] | None:
@@ -32,18 +37,51 @@ def natural_shape(m: nn.Module, name: str) -> tuple[int, ...] | None:
     return None
 
 
+def legacy_weight_norms(m: nn.Module) -> dict[str, WeightNorm]:
+    """{tensor name: hook} of the old-style ``torch.nn.utils.weight_norm`` hooks on `m` (deprecated by torch,
+    still common in older code: its ``<name>_g`` and ``<name>_v`` parameters replace ``<name>``)."""
+    return {h.name: h for h in m._forward_pre_hooks.values() if isinstance(h, WeightNorm)}
+
+
+def legacy_split(hook: WeightNorm, value: torch.Tensor) -> dict[str, torch.Tensor]:
+    """{``<name>_g``: norm, ``<name>_v``: direction} that make an old-style weight_norm layer compute `value`:
+    the split ``torch.nn.utils.weight_norm`` itself makes of the weight it is applied to."""
+    with torch.no_grad():
+        return {f"{hook.name}_g": torch.norm_except_dim(value, 2, hook.dim), f"{hook.name}_v": value}
+
+
+def _reparametrized(m: nn.Module) -> tuple[list[str], set[str]]:
+    """(names of `m`'s computed tensors, local names of the parameters that store them)."""
+    names = list(m.parametrizations) if parametrize.is_parametrized(m) else []
+    legacy = legacy_weight_norms(m)
+    stored = {local for local, _ in m.named_parameters() if local.startswith("parametrizations.")}
+    stored |= {f"{name}{part}" for name in legacy for part in ("_g", "_v")}
+    return names + list(legacy), stored
+
+
 def effective_shapes(m: nn.Module) -> dict[str, tuple[int, ...]] | None:
     """{tensor name: shape} of `m`'s parametrized tensors as the layer computes them, or None when `m` has
     no parametrization or one whose shape cannot be told from the layer's settings."""
-    if not parametrize.is_parametrized(m):
+    names, _ = _reparametrized(m)
+    if not names:
         return None
     shapes = {}
-    for name in m.parametrizations:
+    for name in names:
         shape = natural_shape(m, name)
         if shape is None:
             return None
         shapes[name] = shape
     return shapes
+
+
+def graph_params(m: nn.Module, params: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]] | None:
+    """`m`'s {local name: shape} as the GHN should see them: each computed tensor in place of the parameters
+    that store it (`params` are the stored ones); None when `m` computes none, or one of unknown shape."""
+    effective = effective_shapes(m)
+    if effective is None:
+        return None
+    _, stored = _reparametrized(m)
+    return {**effective, **{k: v for k, v in params.items() if k not in stored}}
 
 
 def stored_values(plist: nn.Module, value: torch.Tensor) -> dict[str, torch.Tensor] | str:
@@ -74,6 +112,11 @@ def to_originals(model: nn.Module, preds: dict[str, torch.Tensor]) -> dict[str, 
     """
     failed: dict[str, str] = {}
     for mod_name, m in model.named_modules():
+        for name, hook in legacy_weight_norms(m).items():
+            key = f"{mod_name}.{name}" if mod_name else name
+            if key in preds:
+                stem = f"{mod_name}." if mod_name else ""
+                preds.update((f"{stem}{n}", v) for n, v in legacy_split(hook, preds.pop(key)).items())
         if not parametrize.is_parametrized(m):
             continue
         for name, plist in m.parametrizations.items():
@@ -87,3 +130,12 @@ def to_originals(model: nn.Module, preds: dict[str, torch.Tensor]) -> dict[str, 
             else:
                 preds.update((f"{prefix}.{n}", v) for n, v in stored.items())
     return failed
+
+
+def refresh_legacy_weights(model: nn.Module) -> None:
+    """Recompute the ``weight`` attribute of old-style weight_norm layers from their new ``weight_g`` and
+    ``weight_v`` (their pre-hook does it at the next forward; a user reading ``layer.weight`` before that
+    would see the old weight), as ``torch.nn.utils.weight_norm`` does when it is applied."""
+    for m in model.modules():
+        for name, hook in legacy_weight_norms(m).items():
+            setattr(m, name, hook.compute_weight(m))

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..parametrized import effective_shapes
+from ..parametrized import graph_params
 from .arch_graph import SERVABLE_OPS, ArchGraph, Node
 
 __all__ = ["is_graph_leaf", "module_node", "direct_param_node", "ordered_modules", "canonical_names", "GraphBuilder",
@@ -173,13 +173,12 @@ def module_node(m: nn.Module, name: str, canonical: dict[int, str]) -> Node | No
             tied[local] = canon
             continue
         params[local] = tuple(p.shape)
-    effective = effective_shapes(m) if kind in SERVABLE_OPS else None
-    if effective is not None:  # weight_norm, spectral_norm, a pruning mask: the GHN sees the computed weight
-        params = {**effective, **{k: v for k, v in params.items() if not k.startswith("parametrizations.")}}
-        nested = False
-        attrs = dict(attrs, parametrized=sorted(effective))
+    computed = graph_params(m, params) if kind in SERVABLE_OPS else None
+    if computed is not None:  # weight_norm, spectral_norm, a pruning mask: the GHN sees the computed weight
+        attrs = dict(attrs, parametrized=sorted(set(computed) - set(params)))
+        params, nested = computed, False
     if kind in SERVABLE_OPS and (nested or has_lazy or not set(params) <= _SERVABLE_PARAM_NAMES):
-        kind = "other"  # parametrizations of unknown shape, old-style weight_norm's weight_g/_v, lazy shapes...
+        kind = "other"  # parametrizations of unknown shape, lazy shapes...
     if any(0 in shape for shape in params.values()):
         # A zero-size dimension (nn.Linear(0, 4)): nothing to predict, and a fan-in of 0 has no scale.
         attrs = dict(attrs, empty=True)

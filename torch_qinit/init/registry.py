@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..modules import check_materialized, check_writable, distinct_parameters, owned_parameters, write_values
-from ..parametrized import natural_shape, stored_values
+from ..parametrized import legacy_split, legacy_weight_norms, natural_shape, refresh_legacy_weights, stored_values
 from .classic import (
     glorot_normal_,
     glorot_uniform_,
@@ -138,6 +138,13 @@ def _parametrized_values(model: nn.Module, method: str, generator: torch.Generat
     """
     values: dict[int, tuple[Tensor | None, str]] = {}
     for _, m in model.named_modules():
+        for name, hook in legacy_weight_norms(m).items():  # old-style weight_norm: weight_g / weight_v
+            shape, g = natural_shape(m, name), getattr(m, f"{name}_g")
+            if shape is None or not g.dtype.is_floating_point or 0 in shape:
+                continue
+            value, desc = _rule_value(m, name, shape, g.dtype, method, generator)
+            if value is not None:
+                values.update((id(getattr(m, n)), (t, desc)) for n, t in legacy_split(hook, value).items())
         if not parametrize.is_parametrized(m):
             continue
         for name, plist in m.parametrizations.items():
@@ -228,5 +235,6 @@ def apply_classic_init(
 
     values = classic_values(model, method, as_generator(generator))
     written = write_values(params, {pid: new for pid, (new, _) in values.items() if new is not None})
+    refresh_legacy_weights(model)
     logger.debug("apply_classic_init(%s): %d parameters", method, written)
     return {name: values[id(p)][1] for name, _, _, p in params}
