@@ -188,3 +188,23 @@ def test_a_classic_method_draws_what_an_old_style_weight_norm_layer_computes():
     assert (model[0].weight_g > 0).all()
     with torch.no_grad():
         assert abs(model[0].weight.std().item() / (2 / (16 * 9)) ** 0.5 - 1) < 0.1
+
+
+@pytest.mark.parametrize("apply", [parametrizations.weight_norm, parametrizations.spectral_norm, legacy_weight_norm])
+def test_pytorch_default_draws_what_the_layer_computes(apply):
+    """reset_parameters() on a layer with a computed weight draws into the computed tensor and is lost (the
+    stored tensors kept their values while the report said "pytorch_default"); an old-style weight_norm model
+    could not even be deep-copied. The same draws as on the plain net are now stored as the layer stores them."""
+    plain, model = net(), net()
+    apply(model[4])
+    before = model[4].weight.detach().clone()
+    report = torch_qinit.initialize_(model, method="pytorch_default", generator=3)
+    torch_qinit.initialize_(plain, method="pytorch_default", generator=3)
+    assert report.num_fallback == 0
+    with torch.no_grad():
+        if apply is parametrizations.spectral_norm:  # its right_inverse stores the draw as it is
+            torch.testing.assert_close(model[4].parametrizations.weight.original, plain[4].weight)
+        else:
+            torch.testing.assert_close(model[4].weight, plain[4].weight, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(model[4].weight, before, atol=1e-3)
+        torch.testing.assert_close(model[8].weight, plain[8].weight)

@@ -11,13 +11,15 @@ split ``torch.nn.utils.weight_norm`` makes when it is applied (:func:`legacy_spl
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.weight_norm import WeightNorm
 
 __all__ = ["natural_shape", "legacy_weight_norms", "legacy_split", "effective_shapes", "graph_params",
-           "stored_values", "to_originals", "refresh_legacy_weights"]
+           "stored_values", "to_originals", "refresh_legacy_weights", "plain_copy"]
 
 
 def natural_shape(m: nn.Module, name: str) -> tuple[int, ...] | None:
@@ -138,4 +140,44 @@ def refresh_legacy_weights(model: nn.Module) -> None:
     would see the old weight), as ``torch.nn.utils.weight_norm`` does when it is applied."""
     for m in model.modules():
         for name, hook in legacy_weight_norms(m).items():
-            setattr(m, name, hook.compute_weight(m))
+            with torch.no_grad():  # a leaf, so the model can be deep-copied until its next forward
+                setattr(m, name, hook.compute_weight(m))
+
+
+def _plain_stand_in(m: nn.Module) -> nn.Module:
+    """A stand-in for parametrized `m` of its own (unparametrized) class, sharing its settings, with each
+    parametrized tensor a plain parameter holding its current value. (``remove_parametrizations`` on a deep
+    copy is no way to get it: the copy shares the parametrized class, and removal deletes the class's
+    ``weight`` property, breaking the original model.)"""
+    base = type(m).__bases__[0]
+    plain = base.__new__(base)
+    plain.__dict__.update(m.__dict__, _parameters=dict(m._parameters),
+                          _modules={k: v for k, v in m._modules.items() if k != "parametrizations"})
+    with torch.no_grad():
+        for name in m.parametrizations:
+            plain._parameters[name] = nn.Parameter(getattr(m, name).detach().clone())
+    return plain
+
+
+def plain_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` in which every computed weight is a plain parameter holding its current value
+    (parametrized layers stood in for, old-style weight_norm hooks removed), so ``reset_parameters`` draws
+    into it (on the original it draws into a computed tensor, and the draw is lost). Module names are kept."""
+    legacy = [(m, name, getattr(m, name)) for m in model.modules() for name in legacy_weight_norms(m)]
+    try:
+        for m, name, value in legacy:  # deepcopy refuses the non-leaf tensor the hook computed
+            setattr(m, name, value.detach())
+        clone = copy.deepcopy(model)
+    finally:
+        for m, name, value in legacy:
+            setattr(m, name, value)
+    for m in clone.modules():
+        for name in list(legacy_weight_norms(m)):
+            torch.nn.utils.remove_weight_norm(m, name)
+    if parametrize.is_parametrized(clone):
+        clone = _plain_stand_in(clone)
+    for parent in list(clone.modules()):
+        for child_name, child in parent._modules.items():
+            if child is not None and parametrize.is_parametrized(child):
+                parent._modules[child_name] = _plain_stand_in(child)
+    return clone

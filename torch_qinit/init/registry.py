@@ -1,7 +1,6 @@
 """Classic initializers by name, and applying one to a whole model."""
 from __future__ import annotations
 
-import copy
 import functools
 import logging
 from collections.abc import Callable
@@ -11,7 +10,14 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..modules import check_materialized, check_writable, distinct_parameters, owned_parameters, write_values
-from ..parametrized import legacy_split, legacy_weight_norms, natural_shape, refresh_legacy_weights, stored_values
+from ..parametrized import (
+    legacy_split,
+    legacy_weight_norms,
+    natural_shape,
+    plain_copy,
+    refresh_legacy_weights,
+    stored_values,
+)
 from .classic import (
     glorot_normal_,
     glorot_uniform_,
@@ -129,48 +135,72 @@ def _rule_values(
     return values
 
 
-def _parametrized_values(model: nn.Module, method: str, generator: torch.Generator | None
-                         ) -> dict[int, tuple[Tensor | None, str]]:
-    """The rule applied to what a parametrized layer computes, stored through its ``right_inverse``.
+ComputedValue = Callable[[str, nn.Module, str, torch.dtype], tuple[Tensor | None, str]]
 
-    Drawing for the stored tensors themselves gave weight_norm's norm ``original0`` (out, 1, 1, 1) a
-    He draw with fan-in 1: per-filter norms of random size and sign.
-    """
+
+def _stored_computed(model: nn.Module, value_of: ComputedValue) -> dict[int, tuple[Tensor | None, str]]:
+    """{id of a stored tensor: (value, description)} for the layers whose weight is computed (weight_norm,
+    spectral_norm, pruning masks, old-style weight_norm): `value_of(module name, module, tensor name, dtype)`
+    gives the computed tensor's new value, stored as the layer stores it (``right_inverse``, or weight_norm's
+    norm/direction split). Layers it cannot serve are left out: the per-tensor rule decides for them."""
     values: dict[int, tuple[Tensor | None, str]] = {}
-    for _, m in model.named_modules():
-        for name, hook in legacy_weight_norms(m).items():  # old-style weight_norm: weight_g / weight_v
+    for mod_name, m in model.named_modules():
+        for name, hook in legacy_weight_norms(m).items():
             shape, g = natural_shape(m, name), getattr(m, f"{name}_g")
             if shape is None or not g.dtype.is_floating_point or 0 in shape:
                 continue
-            value, desc = _rule_value(m, name, shape, g.dtype, method, generator)
-            if value is not None:
-                values.update((id(getattr(m, n)), (t, desc)) for n, t in legacy_split(hook, value).items())
+            value, desc = value_of(mod_name, m, name, g.dtype)
+            stored = legacy_split(hook, value) if value is not None else {}
+            values.update((id(getattr(m, n)), (t, desc)) for n, t in stored.items())
         if not parametrize.is_parametrized(m):
             continue
         for name, plist in m.parametrizations.items():
             shape = natural_shape(m, name)
             first = next(iter(plist.parameters()), None)
             if shape is None or first is None or not first.dtype.is_floating_point or 0 in shape:
-                continue  # the per-tensor rule decides
-            value, desc = _rule_value(m, name, shape, first.dtype, method, generator)
-            stored = stored_values(plist, value) if value is not None else "no rule"
-            if isinstance(stored, str):
                 continue
-            for stored_name, tensor in stored.items():
-                values[id(getattr(plist, stored_name))] = (tensor, desc)
+            value, desc = value_of(mod_name, m, name, first.dtype)
+            stored = stored_values(plist, value) if value is not None else "no value"
+            if not isinstance(stored, str):
+                values.update((id(getattr(plist, n)), (t, desc)) for n, t in stored.items())
     return values
+
+
+def _parametrized_values(model: nn.Module, method: str, generator: torch.Generator | None
+                         ) -> dict[int, tuple[Tensor | None, str]]:
+    """The rule applied to what a layer with a computed weight computes, stored as the layer stores it.
+
+    Drawing for the stored tensors themselves gave weight_norm's norm ``original0`` (out, 1, 1, 1) a
+    He draw with fan-in 1: per-filter norms of random size and sign.
+    """
+    def rule(_mod_name: str, m: nn.Module, name: str, dtype: torch.dtype) -> tuple[Tensor | None, str]:
+        return _rule_value(m, name, natural_shape(m, name), dtype, method, generator)
+
+    return _stored_computed(model, rule)
 
 
 def _default_values(
     model: nn.Module, generator: torch.Generator | None
 ) -> dict[int, tuple[Tensor | None, str]]:
-    """PyTorch defaults: reset_parameters() on a deepcopy, then read the values back."""
-    clone = copy.deepcopy(model)
+    """PyTorch defaults: reset_parameters() on a deepcopy, then read the values back.
+
+    Computed weights (weight_norm, spectral_norm...) are plain parameters in the copy, so the default is
+    drawn for what the layer computes, then stored as the layer stores it.
+    """
+    clone = plain_copy(model)
     pytorch_default_(clone, generator=generator)
     reset_owned = {id(m) for m in clone.modules() if callable(getattr(m, "reset_parameters", None))}
     clone_params = {name: (mod, p) for name, mod, _, p in owned_parameters(clone)}
-    values: dict[int, tuple[Tensor | None, str]] = {}
+
+    def drawn(mod_name: str, _m: nn.Module, name: str, _dtype: torch.dtype) -> tuple[Tensor | None, str]:
+        if id(clone.get_submodule(mod_name)) not in reset_owned:
+            return None, "unchanged (no reset_parameters)"
+        return clone_params[f"{mod_name}.{name}" if mod_name else name][1].detach().clone(), "pytorch_default"
+
+    values = _stored_computed(model, drawn)
     for name, _, _, p in distinct_parameters(owned_parameters(model)):
+        if id(p) in values:
+            continue
         cmod, cp = clone_params[name]
         if id(cmod) in reset_owned:
             values[id(p)] = (cp.detach().clone(), "pytorch_default")
