@@ -475,6 +475,17 @@ def test_batch_norm_and_layer_norm():
     assert g.param_shapes() == _full_shapes(model)
 
 
+def test_instance_norm_is_a_group_norm_with_one_channel_per_group():
+    """InstanceNorm was "other": its affine weights got the fallback, and the conv before it was not seen to
+    feed a norm."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.InstanceNorm2d(8, affine=True), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3), nn.InstanceNorm2d(8), nn.ReLU())
+    g = _check(model)
+    assert _ops(g) == ["input", "conv", "group_norm", "relu", "conv", "group_norm", "relu", "output"]
+    assert g.nodes[2].attrs == {"groups": 8} and g.nodes[2].servable
+    assert g.nodes[2].params == {"weight": (8,), "bias": (8,)} and g.nodes[5].params == {}
+
+
 def test_resnet18_sized():
     model = ResNet18()
     g = _check(model)

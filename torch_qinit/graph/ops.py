@@ -42,7 +42,7 @@ _SKIP_MODULES: tuple[type[nn.Module], ...] = (
 )
 _KNOWN_OP_MODULES: tuple[type[nn.Module], ...] = (
     nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm,
-    nn.LayerNorm, nn.GroupNorm, nn.Flatten, nn.Unflatten,
+    nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.Flatten, nn.Unflatten,
     nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
     nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
 ) + _SKIP_MODULES
@@ -126,6 +126,9 @@ def _module_kind(m: nn.Module) -> tuple[str | None, dict[str, Any]]:
         return "layer_norm", {}
     if isinstance(m, nn.GroupNorm):
         return "group_norm", {"groups": int(m.num_groups)}
+    if isinstance(m, nn.modules.instancenorm._InstanceNorm):
+        # per-channel statistics over the map: a group norm with one channel per group (same affine layout)
+        return "group_norm", {"groups": int(m.num_features)}
     for cls, kind in _ACT_MODULES:
         if isinstance(m, cls):
             return kind, {}
