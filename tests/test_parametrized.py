@@ -208,3 +208,44 @@ def test_pytorch_default_draws_what_the_layer_computes(apply):
             torch.testing.assert_close(model[4].weight, plain[4].weight, rtol=1e-5, atol=1e-6)
         assert not torch.allclose(model[4].weight, before, atol=1e-3)
         torch.testing.assert_close(model[8].weight, plain[8].weight)
+
+
+class Scaled(nn.Module):
+    """A custom layer with its own reset_parameters: the library cannot tell its weight's shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.weight = nn.Parameter(torch.ones(4))
+
+    def reset_parameters(self):
+        nn.init.constant_(self.weight, 2.0)
+
+    def forward(self, x):
+        return self.fc(x) * self.weight
+
+
+class Negate(nn.Module):
+    def forward(self, w):
+        return -w
+
+    def right_inverse(self, w):
+        return -w
+
+
+def test_pytorch_default_on_a_custom_parametrized_layer_and_a_failing_right_inverse():
+    """A custom layer's own reset_parameters draws its computed weight; a right_inverse that fails leaves
+    the stored tensor as it was, and says so (both crashed with a KeyError)."""
+    model = nn.Sequential(Scaled(), nn.ReLU(), nn.Linear(4, 2))
+    parametrize.register_parametrization(model[0], "weight", Negate())
+    report = torch_qinit.initialize_(model, method="pytorch_default", generator=0)
+    assert report.sources["0.parametrizations.weight.original"] == "pytorch_default"
+    with torch.no_grad():
+        assert torch.equal(model[0].weight, torch.full((4,), 2.0))
+    broken = Broken()
+    parametrize.register_parametrization(model[2], "weight", broken)
+    broken.armed = True
+    before = model[2].parametrizations.weight.original.detach().clone()
+    report = torch_qinit.initialize_(model, method="pytorch_default", generator=0)
+    assert report.sources["2.parametrizations.weight.original"] == "unchanged (its layer's right_inverse failed)"
+    assert torch.equal(model[2].parametrizations.weight.original, before)

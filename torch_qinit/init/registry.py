@@ -135,21 +135,24 @@ def _rule_values(
     return values
 
 
-ComputedValue = Callable[[str, nn.Module, str, torch.dtype], tuple[Tensor | None, str]]
+#: (module name, module, tensor name, its natural shape or None, dtype) -> (value, description), or None to leave
+#: the layer's stored tensors to the per-tensor rule
+ComputedValue = Callable[[str, nn.Module, str, tuple[int, ...] | None, torch.dtype], tuple[Tensor | None, str] | None]
 
 
 def _stored_computed(model: nn.Module, value_of: ComputedValue) -> dict[int, tuple[Tensor | None, str]]:
     """{id of a stored tensor: (value, description)} for the layers whose weight is computed (weight_norm,
-    spectral_norm, pruning masks, old-style weight_norm): `value_of(module name, module, tensor name, dtype)`
-    gives the computed tensor's new value, stored as the layer stores it (``right_inverse``, or weight_norm's
-    norm/direction split). Layers it cannot serve are left out: the per-tensor rule decides for them."""
+    spectral_norm, pruning masks, old-style weight_norm): `value_of` gives the computed tensor's new value,
+    stored as the layer stores it (``right_inverse``, or weight_norm's norm/direction split). Layers it
+    cannot serve are left out: the per-tensor rule decides for them."""
     values: dict[int, tuple[Tensor | None, str]] = {}
     for mod_name, m in model.named_modules():
         for name, hook in legacy_weight_norms(m).items():
             shape, g = natural_shape(m, name), getattr(m, f"{name}_g")
-            if shape is None or not g.dtype.is_floating_point or 0 in shape:
+            decided = value_of(mod_name, m, name, shape, g.dtype) if g.dtype.is_floating_point else None
+            if decided is None or (shape is not None and 0 in shape):
                 continue
-            value, desc = value_of(mod_name, m, name, g.dtype)
+            value, desc = decided
             stored = legacy_split(hook, value) if value is not None else {}
             values.update((id(getattr(m, n)), (t, desc)) for n, t in stored.items())
         if not parametrize.is_parametrized(m):
@@ -157,9 +160,12 @@ def _stored_computed(model: nn.Module, value_of: ComputedValue) -> dict[int, tup
         for name, plist in m.parametrizations.items():
             shape = natural_shape(m, name)
             first = next(iter(plist.parameters()), None)
-            if shape is None or first is None or not first.dtype.is_floating_point or 0 in shape:
+            if first is None or not first.dtype.is_floating_point or (shape is not None and 0 in shape):
                 continue
-            value, desc = value_of(mod_name, m, name, first.dtype)
+            decided = value_of(mod_name, m, name, shape, first.dtype)
+            if decided is None:
+                continue
+            value, desc = decided
             stored = stored_values(plist, value) if value is not None else "no value"
             if not isinstance(stored, str):
                 values.update((id(getattr(plist, n)), (t, desc)) for n, t in stored.items())
@@ -173,8 +179,9 @@ def _parametrized_values(model: nn.Module, method: str, generator: torch.Generat
     Drawing for the stored tensors themselves gave weight_norm's norm ``original0`` (out, 1, 1, 1) a
     He draw with fan-in 1: per-filter norms of random size and sign.
     """
-    def rule(_mod_name: str, m: nn.Module, name: str, dtype: torch.dtype) -> tuple[Tensor | None, str]:
-        return _rule_value(m, name, natural_shape(m, name), dtype, method, generator)
+    def rule(_mod_name: str, m: nn.Module, name: str, shape: tuple[int, ...] | None, dtype: torch.dtype
+             ) -> tuple[Tensor | None, str] | None:
+        return None if shape is None else _rule_value(m, name, shape, dtype, method, generator)
 
     return _stored_computed(model, rule)
 
@@ -192,7 +199,8 @@ def _default_values(
     reset_owned = {id(m) for m in clone.modules() if callable(getattr(m, "reset_parameters", None))}
     clone_params = {name: (mod, p) for name, mod, _, p in owned_parameters(clone)}
 
-    def drawn(mod_name: str, _m: nn.Module, name: str, _dtype: torch.dtype) -> tuple[Tensor | None, str]:
+    def drawn(mod_name: str, _m: nn.Module, name: str, _shape: tuple[int, ...] | None, _dtype: torch.dtype
+              ) -> tuple[Tensor | None, str]:
         if id(clone.get_submodule(mod_name)) not in reset_owned:
             return None, "unchanged (no reset_parameters)"
         return clone_params[f"{mod_name}.{name}" if mod_name else name][1].detach().clone(), "pytorch_default"
@@ -200,6 +208,9 @@ def _default_values(
     values = _stored_computed(model, drawn)
     for name, _, _, p in distinct_parameters(owned_parameters(model)):
         if id(p) in values:
+            continue
+        if name not in clone_params:  # a computed weight's stored tensor that could not be stored back
+            values[id(p)] = (None, "unchanged (its layer's right_inverse failed)")
             continue
         cmod, cp = clone_params[name]
         if id(cmod) in reset_owned:
