@@ -249,3 +249,17 @@ def test_pytorch_default_on_a_custom_parametrized_layer_and_a_failing_right_inve
     report = torch_qinit.initialize_(model, method="pytorch_default", generator=0)
     assert report.sources["2.parametrizations.weight.original"] == "unchanged (its layer's right_inverse failed)"
     assert torch.equal(model[2].parametrizations.weight.original, before)
+
+
+class ScaledWithoutReset(Scaled):
+    reset_parameters = None  # not callable: pytorch_default has nothing to run
+
+
+def test_pytorch_default_on_a_parametrized_layer_without_reset_parameters_says_so():
+    """Its stored tensor read "right_inverse failed" (the reason of a different case)."""
+    model = nn.Sequential(ScaledWithoutReset(), nn.ReLU(), nn.Linear(4, 2))
+    parametrize.register_parametrization(model[0], "weight", Negate())
+    before = model[0].parametrizations.weight.original.detach().clone()
+    report = torch_qinit.initialize_(model, method="pytorch_default", generator=0)
+    assert report.sources["0.parametrizations.weight.original"] == "unchanged (no reset_parameters)"
+    assert torch.equal(model[0].parametrizations.weight.original, before)

@@ -12,14 +12,16 @@ split ``torch.nn.utils.weight_norm`` makes when it is applied (:func:`legacy_spl
 from __future__ import annotations
 
 import copy
+import functools
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.weight_norm import WeightNorm
 
-__all__ = ["natural_shape", "legacy_weight_norms", "legacy_split", "effective_shapes", "graph_params",
-           "stored_values", "to_originals", "refresh_legacy_weights", "plain_copy"]
+__all__ = ["natural_shape", "effective_shapes", "graph_params", "computed_tensors", "to_originals",
+           "refresh_legacy_weights", "plain_copy"]
 
 
 def natural_shape(m: nn.Module, name: str) -> tuple[int, ...] | None:
@@ -52,19 +54,16 @@ def legacy_split(hook: WeightNorm, value: torch.Tensor) -> dict[str, torch.Tenso
         return {f"{hook.name}_g": torch.norm_except_dim(value, 2, hook.dim), f"{hook.name}_v": value}
 
 
-def _reparametrized(m: nn.Module) -> tuple[list[str], set[str]]:
-    """(names of `m`'s computed tensors, local names of the parameters that store them)."""
+def _computed_names(m: nn.Module) -> list[str]:
+    """Names of the tensors `m` computes from stored ones (parametrized, or old-style weight_norm)."""
     names = list(m.parametrizations) if parametrize.is_parametrized(m) else []
-    legacy = legacy_weight_norms(m)
-    stored = {local for local, _ in m.named_parameters() if local.startswith("parametrizations.")}
-    stored |= {f"{name}{part}" for name in legacy for part in ("_g", "_v")}
-    return names + list(legacy), stored
+    return names + list(legacy_weight_norms(m))
 
 
 def effective_shapes(m: nn.Module) -> dict[str, tuple[int, ...]] | None:
     """{tensor name: shape} of `m`'s parametrized tensors as the layer computes them, or None when `m` has
     no parametrization or one whose shape cannot be told from the layer's settings."""
-    names, _ = _reparametrized(m)
+    names = _computed_names(m)
     if not names:
         return None
     shapes = {}
@@ -82,8 +81,9 @@ def graph_params(m: nn.Module, params: dict[str, tuple[int, ...]]) -> dict[str, 
     effective = effective_shapes(m)
     if effective is None:
         return None
-    _, stored = _reparametrized(m)
-    return {**effective, **{k: v for k, v in params.items() if k not in stored}}
+    legacy = {f"{name}{part}" for name in legacy_weight_norms(m) for part in ("_g", "_v")}
+    return {**effective, **{k: v for k, v in params.items()
+                            if not k.startswith("parametrizations.") and k not in legacy}}
 
 
 def stored_values(plist: nn.Module, value: torch.Tensor) -> dict[str, torch.Tensor] | str:
@@ -104,33 +104,51 @@ def stored_values(plist: nn.Module, value: torch.Tensor) -> dict[str, torch.Tens
     return dict(zip(names, values))
 
 
+#: value of a computed tensor -> {stored parameter's name, local to its module: value}, or why not (a message)
+Split = Callable[[torch.Tensor], dict[str, torch.Tensor] | str]
+
+
+def computed_tensors(model: nn.Module) -> Iterator[tuple[str, nn.Module, str, dict[str, nn.Parameter], Split]]:
+    """(module name, module, computed tensor name, {local name: stored parameter}, split) for each tensor a
+    module of `model` computes from stored ones; `split(value)` gives the stored values that make it compute
+    `value` (old-style weight_norm: its norm/direction split; a parametrization: its ``right_inverse``)."""
+    for mod_name, m in model.named_modules():
+        for name, hook in legacy_weight_norms(m).items():
+            stored = {f"{name}{part}": getattr(m, f"{name}{part}") for part in ("_g", "_v")}
+            yield mod_name, m, name, stored, functools.partial(legacy_split, hook)
+        if not parametrize.is_parametrized(m):
+            continue
+        for name, plist in m.parametrizations.items():
+            prefix = f"parametrizations.{name}."
+            stored = {prefix + local: p for local, p in plist.named_parameters(recurse=False)}
+
+            def split(value: torch.Tensor, plist: nn.Module = plist, prefix: str = prefix
+                      ) -> dict[str, torch.Tensor] | str:
+                values = stored_values(plist, value)
+                return values if isinstance(values, str) else {prefix + n: v for n, v in values.items()}
+
+            yield mod_name, m, name, stored, split
+
+
 def to_originals(model: nn.Module, preds: dict[str, torch.Tensor]) -> dict[str, str]:
-    """Replace, in `preds`, each prediction of a parametrized tensor (``"conv.weight"``) by the stored tensors
-    that give it (``"conv.parametrizations.weight.original0"``, ...); returns {stored-tensor name prefix:
-    why it could not be done} for the ones left out (their stored tensors get the classic fallback).
+    """Replace, in `preds`, each prediction of a computed tensor (``"conv.weight"``) by the stored tensors
+    that give it (``"conv.parametrizations.weight.original0"``, ..., or ``"conv.weight_g"`` / ``"conv.weight_v"``);
+    returns {stored-tensor name prefix: why it could not be done} for the ones left out (their stored tensors
+    get the classic fallback).
 
     A parametrization without ``right_inverse`` (a pruning mask) stores the value as it is, as torch does
     when it is registered.
     """
     failed: dict[str, str] = {}
-    for mod_name, m in model.named_modules():
-        for name, hook in legacy_weight_norms(m).items():
-            key = f"{mod_name}.{name}" if mod_name else name
-            if key in preds:
-                stem = f"{mod_name}." if mod_name else ""
-                preds.update((f"{stem}{n}", v) for n, v in legacy_split(hook, preds.pop(key)).items())
-        if not parametrize.is_parametrized(m):
+    for mod_name, _, name, _, split in computed_tensors(model):
+        stem = f"{mod_name}." if mod_name else ""
+        if f"{stem}{name}" not in preds:
             continue
-        for name, plist in m.parametrizations.items():
-            key = f"{mod_name}.{name}" if mod_name else name
-            if key not in preds:
-                continue
-            prefix = f"{mod_name}.parametrizations.{name}" if mod_name else f"parametrizations.{name}"
-            stored = stored_values(plist, preds.pop(key))
-            if isinstance(stored, str):
-                failed[prefix] = stored
-            else:
-                preds.update((f"{prefix}.{n}", v) for n, v in stored.items())
+        stored = split(preds.pop(f"{stem}{name}"))
+        if isinstance(stored, str):  # only a parametrization's right_inverse can fail
+            failed[f"{stem}parametrizations.{name}"] = stored
+        else:
+            preds.update((stem + local, v) for local, v in stored.items())
     return failed
 
 

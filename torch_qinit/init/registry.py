@@ -7,17 +7,9 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
 from ..modules import check_materialized, check_writable, distinct_parameters, owned_parameters, write_values
-from ..parametrized import (
-    legacy_split,
-    legacy_weight_norms,
-    natural_shape,
-    plain_copy,
-    refresh_legacy_weights,
-    stored_values,
-)
+from ..parametrized import computed_tensors, natural_shape, plain_copy, refresh_legacy_weights
 from .classic import (
     glorot_normal_,
     glorot_uniform_,
@@ -146,29 +138,21 @@ def _stored_computed(model: nn.Module, value_of: ComputedValue) -> dict[int, tup
     stored as the layer stores it (``right_inverse``, or weight_norm's norm/direction split). Layers it
     cannot serve are left out: the per-tensor rule decides for them."""
     values: dict[int, tuple[Tensor | None, str]] = {}
-    for mod_name, m in model.named_modules():
-        for name, hook in legacy_weight_norms(m).items():
-            shape, g = natural_shape(m, name), getattr(m, f"{name}_g")
-            decided = value_of(mod_name, m, name, shape, g.dtype) if g.dtype.is_floating_point else None
-            if decided is None or (shape is not None and 0 in shape):
-                continue
-            value, desc = decided
-            stored = legacy_split(hook, value) if value is not None else {}
-            values.update((id(getattr(m, n)), (t, desc)) for n, t in stored.items())
-        if not parametrize.is_parametrized(m):
+    for mod_name, m, name, stored, split in computed_tensors(model):
+        shape = natural_shape(m, name)
+        first = next(iter(stored.values()), None)
+        if first is None or not first.dtype.is_floating_point or (shape is not None and 0 in shape):
             continue
-        for name, plist in m.parametrizations.items():
-            shape = natural_shape(m, name)
-            first = next(iter(plist.parameters()), None)
-            if first is None or not first.dtype.is_floating_point or (shape is not None and 0 in shape):
-                continue
-            decided = value_of(mod_name, m, name, shape, first.dtype)
-            if decided is None:
-                continue
-            value, desc = decided
-            stored = stored_values(plist, value) if value is not None else "no value"
-            if not isinstance(stored, str):
-                values.update((id(getattr(plist, n)), (t, desc)) for n, t in stored.items())
+        decided = value_of(mod_name, m, name, shape, first.dtype)
+        if decided is None:
+            continue
+        value, desc = decided
+        if value is None:  # e.g. no reset_parameters: every stored tensor stays, for that reason
+            values.update((id(p), (None, desc)) for p in stored.values())
+            continue
+        split_values = split(value)
+        if not isinstance(split_values, str):
+            values.update((id(stored[local]), (t, desc)) for local, t in split_values.items())
     return values
 
 
