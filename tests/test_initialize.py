@@ -13,6 +13,7 @@ from torch import nn
 
 import torch_qinit
 from torch_qinit.ghn import GHN, GHNConfig
+from torch_qinit.graph.layout import swap_channel_axes, to_stored_layout
 from torch_qinit.hub import load_ghn, save_pretrained
 from torch_qinit.space import build_arch
 
@@ -846,6 +847,59 @@ def test_conv1d_layers_are_predicted_with_distinct_filters_and_calibrated(ghn_di
     with torch.no_grad():
         out = model(torch.randn(8, 1, 256))
     assert torch.isfinite(out).all() and 0.1 < out.std().item() < 10
+
+
+def _decoder_net() -> nn.Module:
+    """Conv encoder, transposed-conv decoder (one grouped), as an autoencoder or segmentation head writes it."""
+    return nn.Sequential(nn.Conv2d(1, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1),
+                         nn.ReLU(), nn.ConvTranspose2d(32, 16, 4, 2, 1), nn.ReLU(),
+                         nn.ConvTranspose2d(16, 8, 4, 2, 1, groups=4), nn.ReLU(), nn.ConvTranspose2d(8, 1, 3, 1, 1))
+
+
+def test_transposed_convs_are_predicted_in_their_own_layout_with_distinct_filters(ghn_dir):
+    """A ConvTranspose2d stores (in, out/groups, k, k); the GHN predicts the conv (out, in/groups, k, k) and the
+    value is swapped back, so every output channel (a column block of the stored weight) gets its own filter."""
+    torch.manual_seed(0)
+    model = _decoder_net()
+    report = torch_qinit.initialize_(model, bits={"0": 8, "7": 2}, weights=ghn_dir, strict=True)  # no fallback
+    assert report.num_fallback == 0 and report.num_predicted == len(dict(model.named_parameters()))
+    assert report.bits == {"0": 8, "7": 2}  # a transposed conv is a weight layer for per-layer bits too
+    for i, groups in ((5, 1), (7, 4), (9, 1)):
+        layer = model[i]
+        w = layer.weight.detach()
+        assert tuple(w.shape) == (layer.in_channels, layer.out_channels // groups, *layer.kernel_size)
+        per_output = swap_channel_axes(w, groups).flatten(1)  # one row per output channel
+        assert len(torch.unique(per_output, dim=0)) == layer.out_channels, i
+    with torch.no_grad():
+        out = model(torch.randn(8, 1, 28, 28))
+    assert out.shape == (8, 1, 28, 28) and 0.3 < out.std().item() < 3
+
+
+def test_the_stored_layout_is_the_transposed_conv_of_the_predicted_conv():
+    """With stride 1, ConvTranspose2d(W) is conv2d with W's channel axes swapped (per group) and its kernel
+    flipped, padding k-1-p: the swap `to_stored_layout` makes is that one, channel for channel."""
+    torch.manual_seed(0)
+    layer = nn.ConvTranspose2d(4, 6, 3, padding=1, groups=2, bias=False)
+    graph = torch_qinit.capture(nn.Sequential(layer))
+    (node,) = [n for n in graph.nodes if n.params]
+    assert node.op == "group_conv" and node.params["weight"] == (6, 2, 3, 3) and node.attrs["transposed"]
+    conv_weight = torch.randn(6, 2, 3, 3)
+    preds = {f"{node.name}.weight": conv_weight}
+    assert to_stored_layout(graph, preds) == 1
+    with torch.no_grad():
+        layer.weight.copy_(preds[f"{node.name}.weight"])
+        x = torch.randn(2, 4, 7, 7)
+        expected = nn.functional.conv2d(x, conv_weight.flip(-1, -2), padding=1, groups=2)
+        assert torch.allclose(layer(x), expected, atol=1e-5)
+    assert torch.equal(swap_channel_axes(swap_channel_axes(conv_weight, 2), 2), conv_weight)
+
+
+def test_a_weight_normed_transposed_conv_is_served(ghn_dir):
+    model = _decoder_net()
+    model[5] = nn.utils.parametrizations.weight_norm(model[5])
+    report = torch_qinit.initialize_(model, bits=4, weights=ghn_dir)
+    assert report.num_fallback == 0 and report.sources["5.parametrizations.weight.original1"] == "ghn"
+    assert tuple(model[5].weight.shape) == (32, 16, 4, 4) and torch.isfinite(model[5].weight).all()
 
 
 def test_a_distributed_data_parallel_wrapper_is_initialized_through_its_module(ghn_dir, tmp_path):

@@ -7,10 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torch_qinit.graph.layout import swap_channel_axes
 from torch_qinit.quant import (
     INPUT_MIN_BITS,
     QuantConv1d,
     QuantConv2d,
+    QuantConvTranspose1d,
+    QuantConvTranspose2d,
     QuantLinear,
     fake_quant_act,
     fake_quant_weight,
@@ -115,6 +118,41 @@ def test_conv_layers_quantize_like_the_functional_conv():
     x1 = torch.randn(2, 2, 9)
     ref1 = F.conv1d(fake_quant_act(x1, 3, x1.min(), x1.max()), fake_quant_weight(c1.weight, 2), c1.bias, dilation=2)
     torch.testing.assert_close(c1(x1), ref1)
+
+
+def test_transposed_conv_layers_quantize_per_output_channel():
+    """The stored weight is (in, out/groups, k, k): each output channel (a column block of it, per group) gets
+    its own scale, as a conv's filter does; quantizing along dim 0 would share scales across outputs."""
+    torch.manual_seed(2)
+    layer = nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2)
+    with torch.no_grad():
+        layer.weight[:, 0] *= 100  # one loud output channel: per-input scales would flatten the others to 0
+    q = QuantConvTranspose2d.from_float(layer, 3, 4).train()
+    x = torch.randn(2, 4, 5, 5)
+    per_output = swap_channel_axes(layer.weight.detach(), 2)  # (out, in/groups, k, k)
+    w_q = swap_channel_axes(fake_quant_weight(per_output, 3), 2)
+    ref = F.conv_transpose2d(fake_quant_act(x, 4, x.min(), x.max()), w_q, layer.bias, stride=2, padding=1,
+                             output_padding=1, groups=2)
+    out = q(x)
+    torch.testing.assert_close(out, ref)
+    assert out.shape == (2, 6, 10, 10)
+    assert (q._quant_weight()[:, 1:].abs() > 0).float().mean() > 0.5  # quieter channels keep their values
+    assert tuple(q(x, output_size=[9, 9]).shape) == (2, 6, 9, 9)  # the output_size argument still works
+    q1 = QuantConvTranspose1d.from_float(nn.ConvTranspose1d(2, 3, 3, stride=2), 2, None).train()
+    x1 = torch.randn(2, 2, 7)
+    w1 = swap_channel_axes(fake_quant_weight(swap_channel_axes(q1.weight.detach(), 1), 2), 1)
+    torch.testing.assert_close(q1(x1), F.conv_transpose1d(x1, w1, q1.bias, stride=2))
+
+
+def test_quantize_model_swaps_transposed_convs_with_per_output_lsq_steps():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.ReLU(), nn.ConvTranspose2d(8, 6, 4, 2, 1, groups=2))
+    x = torch.randn(4, 1, 8, 8)
+    q = quantize_model(net, w_bits=4, calib_data=[x])
+    assert isinstance(q[2], QuantConvTranspose2d) and q[2].w_bits == 4 and q[2].act_calibrated
+    assert q.eval()(x).shape == (4, 6, 8, 8)
+    lsq = quantize_model(net, w_bits=4, lsq=True, calib_data=[x])
+    assert lsq[2].w_lsq.step.numel() == 6  # one learned step per output channel
 
 
 def test_lsq_layers_quantize_with_their_quantizers():

@@ -30,6 +30,7 @@ from .ghn.calibration import (
     synthetic_input,
 )
 from .graph import ArchGraph, capture_with_note
+from .graph.layout import to_stored_layout
 from .init import apply_classic_init, available_methods
 from .init.registry import as_generator, classic_values
 from .modules import (
@@ -50,7 +51,7 @@ logger = logging.getLogger(__name__)
 GHN_METHODS = ("ghn-qat", "ghn")
 #: Classic rule for parameters the GHN cannot serve.
 FALLBACK_METHOD = "he_normal"
-_WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_WEIGHT_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)  # convs of any rank, transposed too
 Bits = BitsSpec  # kept for callers of the old name
 Weights = Union[str, "os.PathLike[str]", nn.Module, None]
 #: Bundled checkpoints per GHN method: Fashion-MNIST (1×28×28, the default) first, then CIFAR-10 (3×32×32).
@@ -205,6 +206,7 @@ def initialize_(model: nn.Module, bits: Bits | str = "auto", *, method: str = "g
     ghn_bits, ghn_act, note = _bits_for_ghn(ghn, bits, a_spec)
     with torch.no_grad():
         preds = ghn(graph, bits=ghn_bits, act_bits=ghn_act)
+    to_stored_layout(graph, preds)  # transposed convs: predicted as the conv the GHN knows, stored swapped
     calibration_note = ""
     if calibrate and getattr(getattr(ghn, "config", None), "decoder_version", 1) >= 2:
         # one forward pass fixes the scale of layers no norm rescales (see ghn/calibration.py)

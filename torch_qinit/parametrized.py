@@ -27,9 +27,9 @@ __all__ = ["natural_shape", "effective_shapes", "graph_params", "computed_tensor
 def natural_shape(m: nn.Module, name: str) -> tuple[int, ...] | None:
     """The shape `m.<name>` has without parametrizations, from the layer's own settings (no forward:
     evaluating spectral_norm in training mode would advance its power iteration)."""
-    if isinstance(m, nn.modules.conv._ConvNd) and not m.transposed:
-        return {"weight": (m.out_channels, m.in_channels // m.groups, *m.kernel_size),
-                "bias": (m.out_channels,)}.get(name)
+    if isinstance(m, nn.modules.conv._ConvNd):
+        cin, cout = (m.out_channels, m.in_channels) if m.transposed else (m.in_channels, m.out_channels)
+        return {"weight": (cout, cin // m.groups, *m.kernel_size), "bias": (m.out_channels,)}.get(name)
     if isinstance(m, nn.Linear):
         return {"weight": (m.out_features, m.in_features), "bias": (m.out_features,)}.get(name)
     if isinstance(m, nn.modules.batchnorm._NormBase) and name in ("weight", "bias"):

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..parametrized import graph_params
 from .arch_graph import SERVABLE_OPS, ArchGraph, Node
+from .layout import conv_layout
 
 __all__ = ["is_graph_leaf", "module_node", "direct_param_node", "ordered_modules", "canonical_names", "GraphBuilder",
            "dedup", "first_of", "is_one", "FUNCTION_KINDS", "METHOD_KINDS", "ADAPTIVE_FUNCTIONS", "REDUCE_FUNCTIONS",
@@ -111,7 +112,7 @@ def _module_kind(m: nn.Module) -> tuple[str | None, dict[str, Any]]:
             "padding": m.padding if isinstance(m.padding, str) else int(first_of(m.padding)),
         }
         if getattr(m, "transposed", False):
-            return "other", attrs  # weight layout (in, out/groups, ...) differs from conv
+            attrs["transposed"] = True  # stored weight (in, out/groups, ...): the GHN sees a conv's (graph/layout.py)
         g, cin = int(m.groups), int(m.in_channels)
         if g > 1 and g == cin:
             return "dw_conv", attrs
@@ -182,6 +183,8 @@ def module_node(m: nn.Module, name: str, canonical: dict[int, str]) -> Node | No
         params, nested = computed, False
     if kind in SERVABLE_OPS and (nested or has_lazy or not set(params) <= _SERVABLE_PARAM_NAMES):
         kind = "other"  # parametrizations of unknown shape, lazy shapes...
+    if attrs.get("transposed") and "weight" in params:
+        params = dict(params, weight=conv_layout(params["weight"], int(attrs["groups"])))
     if any(0 in shape for shape in params.values()):
         # A zero-size dimension (nn.Linear(0, 4)): nothing to predict, and a fan-in of 0 has no scale.
         attrs = dict(attrs, empty=True)

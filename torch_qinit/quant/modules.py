@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..bits import FLOAT, BitsSpec, act_spec, check_bits, check_spec, expand_bits
+from ..graph.layout import swap_channel_axes
 from ..modules import batch_input, device_of, preserved_modes
 from .bn_fold import fold_bn as _fold_bn
 from .bn_fold import trace_layers
@@ -26,6 +27,8 @@ from .fake_quant import LSQQuantizer, fake_quant_act, fake_quant_weight
 __all__ = [
     "QuantConv1d",
     "QuantConv2d",
+    "QuantConvTranspose1d",
+    "QuantConvTranspose2d",
     "QuantLinear",
     "BitsSpec",
     "INPUT_MIN_BITS",
@@ -123,9 +126,12 @@ class _QuantMixin:
     def _quant_weight(self) -> Tensor:
         if self.w_bits is None:
             return self.weight
-        if self.w_lsq is not None:
-            return self.w_lsq(self.weight)
-        return fake_quant_weight(self.weight, self.w_bits)
+        w = self._output_major(self.weight)  # one scale per output channel: output channels on dim 0
+        return self._output_major(self.w_lsq(w) if self.w_lsq is not None else fake_quant_weight(w, self.w_bits))
+
+    def _output_major(self, w: Tensor) -> Tensor:
+        """`w` with output channels on dim 0, and back (its own inverse); a conv or linear weight already is."""
+        return w
 
     def _start_observing(self) -> None:
         self._observing, self._obs_lo, self._obs_hi = True, None, None
@@ -198,8 +204,49 @@ class QuantLinear(_QuantMixin, nn.Linear):
         return f"{super().extra_repr()}, {self._quant_repr()}"
 
 
+class _QuantConvTransposeMixin(_QuantMixin):
+    """A transposed conv stores its weight as (in, out / groups, *k): per-output-channel scales need the
+    channel axes swapped, group by group, around the quantizer."""
+
+    groups: int
+    stride: Any
+    padding: Any
+    kernel_size: Any
+    dilation: Any
+    _output_padding: Any
+    _num_spatial_dims: int
+    _transposed_conv: Any
+
+    def _output_major(self, w: Tensor) -> Tensor:
+        return swap_channel_axes(w, self.groups)
+
+    def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
+        output_padding = self._output_padding(x, output_size, self.stride, self.padding, self.kernel_size,
+                                              self._num_spatial_dims, self.dilation)
+        return self._transposed_conv(self._quant_input(x), self._quant_weight(), self.bias, self.stride,
+                                     self.padding, output_padding, self.groups, self.dilation)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {self._quant_repr()}"
+
+
+class QuantConvTranspose1d(_QuantConvTransposeMixin, nn.ConvTranspose1d):
+    """``nn.ConvTranspose1d`` with fake-quantized weight (per output channel) and input; None = float."""
+
+    _num_spatial_dims = 1
+    _transposed_conv = staticmethod(F.conv_transpose1d)
+
+
+class QuantConvTranspose2d(_QuantConvTransposeMixin, nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` with fake-quantized weight (per output channel) and input; None = float."""
+
+    _num_spatial_dims = 2
+    _transposed_conv = staticmethod(F.conv_transpose2d)
+
+
 # Exact float type -> quantized type.  Exact, because a user subclass may have its own forward.
-_SWAP: dict[type, type] = {nn.Conv1d: QuantConv1d, nn.Conv2d: QuantConv2d, nn.Linear: QuantLinear}
+_SWAP: dict[type, type] = {nn.Conv1d: QuantConv1d, nn.Conv2d: QuantConv2d, nn.Linear: QuantLinear,
+                           nn.ConvTranspose1d: QuantConvTranspose1d, nn.ConvTranspose2d: QuantConvTranspose2d}
 _SWAP_BASE: dict[type, type] = {v: k for k, v in _SWAP.items()}
 
 
@@ -334,7 +381,7 @@ def quantize_model(
     """A fake-quantized copy of `model` (the input model is not modified).
 
     Steps: deepcopy; fold BatchNorm into the preceding conv (`fold_bn`); swap
-    every ``nn.Conv1d``/``nn.Conv2d``/``nn.Linear`` (exact type) for its
+    every ``nn.Conv1d``/``nn.Conv2d``/``nn.Linear``/``nn.ConvTranspose{1,2}d`` (exact type) for its
     Quant* subclass, keeping parameter names and values; set bits; calibrate
     activation ranges on `calib_data` when given.  The first quantized layer
     in execution order quantizes its input (the image) with at least 8 bits,
@@ -386,7 +433,8 @@ def quantize_model(
     if lsq:
         for m in targets.values():
             if m.w_lsq is None:
-                m.w_lsq = LSQQuantizer(None, signed=True, num_channels=m.weight.shape[0]).to(m.weight.device)
+                m.w_lsq = LSQQuantizer(None, signed=True,
+                                       num_channels=m._output_major(m.weight).shape[0]).to(m.weight.device)
             if m.a_lsq is None:
                 m.a_lsq = LSQQuantizer(None, signed=None).to(m.weight.device)
     if targets:
