@@ -620,3 +620,30 @@ def test_empty_layers_are_not_servable(make):
     g = capture(nn.Sequential(make()))
     node = next(n for n in g.nodes if n.name == "0")
     assert node.op == "other" and node.attrs.get("empty") is True and not node.servable
+
+
+def test_transposed_conv_layout_swap_matches_torch_for_any_channels_and_groups():
+    """For random channels, groups and kernels: the graph's shape is the conv layout, the swap is its own
+    inverse, and the swapped conv weight makes ConvTranspose2d compute conv2d with the flipped kernel."""
+    pytest.importorskip("hypothesis")
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from torch_qinit.graph.layout import conv_layout, swap_channel_axes
+
+    @settings(max_examples=25, deadline=None)
+    @given(groups=st.integers(1, 3), cin_per=st.integers(1, 3), cout_per=st.integers(1, 3), k=st.sampled_from([1, 3]))
+    def check(groups, cin_per, cout_per, k):
+        layer = nn.ConvTranspose2d(cin_per * groups, cout_per * groups, k, padding=k // 2, groups=groups, bias=False)
+        shape = conv_layout(tuple(layer.weight.shape), groups)
+        assert shape == (cout_per * groups, cin_per, k, k)
+        conv_weight = torch.randn(shape)
+        stored = swap_channel_axes(conv_weight, groups)
+        assert stored.shape == layer.weight.shape and torch.equal(swap_channel_axes(stored, groups), conv_weight)
+        x = torch.randn(1, cin_per * groups, 5, 5)
+        with torch.no_grad():
+            layer.weight.copy_(stored)
+            expected = nn.functional.conv2d(x, conv_weight.flip(-1, -2), padding=k // 2, groups=groups)
+            assert torch.allclose(layer(x), expected, atol=1e-5)
+
+    check()
