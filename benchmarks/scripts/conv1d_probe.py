@@ -16,6 +16,7 @@ import argparse
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -44,6 +45,35 @@ def sequences(split: str, n: int, seed: int) -> TensorDataset:
     return TensorDataset(ds.tensors[0][idx].reshape(len(idx), 1, 784), ds.tensors[1][idx])
 
 
+def bn_grid(methods: list[str], seeds: list[int], start_model: Callable[[bool, str, int], nn.Module],
+            measure: Callable[[nn.Module, int], tuple[float, float]], unit: str) -> list[tuple]:
+    """Every (BN or not, method, seed): `start_model` (after torch.manual_seed(seed)), then `measure` (timed) gives
+    (before QAT, after QAT); prints a line per run and the medians over seeds; returns the rows. Shared by the
+    probes in this folder (a script's own folder is on its import path)."""
+    width = max(10, *map(len, methods))
+    rows = []
+    print(f"{'net':8s} {'method':{width}s} {'seed':>4s} {'step 0':>7s} {'final':>7s} {'s':>5s}", flush=True)
+    for bn in (True, False):
+        for method in methods:
+            for seed in seeds:
+                torch.manual_seed(seed)
+                model = start_model(bn, method, seed)
+                t0 = time.perf_counter()
+                start, final = measure(model, seed)
+                rows.append((bn, method, seed, start, final))
+                net = "BN" if bn else "no BN"
+                print(f"{net:8s} {method:{width}s} {seed:4d} {100 * start:6.1f}% {100 * final:6.1f}% "
+                      f"{time.perf_counter() - t0:5.0f}", flush=True)
+    print(f"\nmedian over seeds, {unit} (step 0 -> after QAT):")
+    for bn in (True, False):
+        for method in methods:
+            sel = [r for r in rows if r[0] == bn and r[1] == method]
+            net = "BN" if bn else "no BN"
+            print(f"  {net:6s} {method:{width}s} {100 * statistics.median(r[3] for r in sel):5.1f} -> "
+                  f"{100 * statistics.median(r[4] for r in sel):5.1f}")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=150)
@@ -55,30 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     train, test = sequences("train", 10_000, 0), sequences("test", 2_000, 1)
     test_loader = DataLoader(test, batch_size=500)
     calib = DataLoader(TensorDataset(*(t[:1280] for t in train.tensors)), batch_size=128)
-    rows = []
-    print(f"{'net':8s} {'method':10s} {'seed':>4s} {'step 0':>7s} {'final':>7s} {'s':>5s}", flush=True)
-    for bn in (True, False):
-        for method in args.methods:
-            for seed in args.seeds:
-                torch.manual_seed(seed)
-                model = kws_net(bn)
-                report = torch_qinit.initialize_(model, bits=4, method=method, generator=seed)
-                assert not report.fallback, report.fallback
-                t0 = time.perf_counter()
-                start = evaluate(model, 4, test_loader, calib_loader=calib)
-                loader = DataLoader(train, batch_size=128, shuffle=True,
-                                    generator=torch.Generator().manual_seed(seed))
-                result = qat_finetune(model, 4, loader, steps=args.steps, lr=1e-3)
-                final = qat_accuracy(result.model, test_loader)  # the EMA ranges QAT tracked, as deployed
-                rows.append((bn, method, seed, start, final))
-                print(f"{'BN' if bn else 'no BN':8s} {method:10s} {seed:4d} {100 * start:6.1f}% {100 * final:6.1f}% "
-                      f"{time.perf_counter() - t0:5.0f}", flush=True)
-    print("\nmedian over seeds, % (step 0 -> after QAT):")
-    for bn in (True, False):
-        for method in args.methods:
-            sel = [r for r in rows if r[0] == bn and r[1] == method]
-            print(f"  {'BN' if bn else 'no BN':6s} {method:10s} {100 * statistics.median(r[3] for r in sel):5.1f} -> "
-                  f"{100 * statistics.median(r[4] for r in sel):5.1f}")
+    def start_model(bn: bool, method: str, seed: int) -> nn.Module:
+        model = kws_net(bn)
+        report = torch_qinit.initialize_(model, bits=4, method=method, generator=seed)
+        assert not report.fallback, report.fallback
+        return model
+
+    def measure(model: nn.Module, seed: int) -> tuple[float, float]:
+        start = evaluate(model, 4, test_loader, calib_loader=calib)
+        loader = DataLoader(train, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(seed))
+        result = qat_finetune(model, 4, loader, steps=args.steps, lr=1e-3)
+        return start, qat_accuracy(result.model, test_loader)  # the EMA ranges QAT tracked, as deployed
+
+    bn_grid(args.methods, args.seeds, start_model, measure, "%")
     return 0
 
 

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
 import warnings
 
 import torch
 import torch.nn.functional as F
+from conv1d_probe import bn_grid  # this folder: a script's own folder is on its import path
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -100,35 +99,23 @@ def main(argv: list[str] | None = None) -> int:
     train, test = segmentation("train", 10_000, 0), segmentation("test", 2_000, 1)
     test_loader = DataLoader(test, batch_size=500)
     calib = [x for x, _ in DataLoader(TensorDataset(*(t[:1280] for t in train.tensors)), batch_size=128)]
-    rows = []
-    print(f"{'net':8s} {'method':16s} {'seed':>4s} {'step 0':>7s} {'final':>7s} {'s':>5s}", flush=True)
-    for bn in (True, False):
-        for method in args.methods:
-            for seed in args.seeds:
-                torch.manual_seed(seed)
-                model = seg_net(bn)
-                report = torch_qinit.initialize_(model, bits=4, method=method.removesuffix(OLD_FALLBACK),
-                                                 generator=seed)
-                assert not report.fallback, report.fallback
-                if method.endswith(OLD_FALLBACK):
-                    he_transposed_(model, seed)
-                t0 = time.perf_counter()
-                # zero-shot protocol (torch_qinit.evaluation): BN statistics, then activation ranges, from training
-                zero_shot = recalibrate_bn(copy.deepcopy(model), calib)
-                start = garment_pixel_accuracy(quantize_model(zero_shot, 4, calib_data=calib), test_loader)
-                loader = DataLoader(train, batch_size=128, shuffle=True,
-                                    generator=torch.Generator().manual_seed(seed))
-                result = qat_finetune(model, 4, loader, steps=args.steps, lr=1e-3, loss_fn=F.cross_entropy)
-                final = garment_pixel_accuracy(result.model, test_loader)  # the EMA ranges QAT tracked
-                rows.append((bn, method, seed, start, final))
-                print(f"{'BN' if bn else 'no BN':8s} {method:16s} {seed:4d} {100 * start:6.1f}% {100 * final:6.1f}% "
-                      f"{time.perf_counter() - t0:5.0f}", flush=True)
-    print("\nmedian over seeds, % of garment pixels classified right (step 0 -> after QAT):")
-    for bn in (True, False):
-        for method in args.methods:
-            sel = [r for r in rows if r[0] == bn and r[1] == method]
-            print(f"  {'BN' if bn else 'no BN':6s} {method:16s} {100 * statistics.median(r[3] for r in sel):5.1f} -> "
-                  f"{100 * statistics.median(r[4] for r in sel):5.1f}")
+    def start_model(bn: bool, method: str, seed: int) -> nn.Module:
+        model = seg_net(bn)
+        report = torch_qinit.initialize_(model, bits=4, method=method.removesuffix(OLD_FALLBACK), generator=seed)
+        assert not report.fallback, report.fallback
+        if method.endswith(OLD_FALLBACK):
+            he_transposed_(model, seed)
+        return model
+
+    def measure(model: nn.Module, seed: int) -> tuple[float, float]:
+        # zero-shot protocol (torch_qinit.evaluation): BN statistics, then activation ranges, from training batches
+        zero_shot = recalibrate_bn(copy.deepcopy(model), calib)
+        start = garment_pixel_accuracy(quantize_model(zero_shot, 4, calib_data=calib), test_loader)
+        loader = DataLoader(train, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(seed))
+        result = qat_finetune(model, 4, loader, steps=args.steps, lr=1e-3, loss_fn=F.cross_entropy)
+        return start, garment_pixel_accuracy(result.model, test_loader)  # the EMA ranges QAT tracked
+
+    bn_grid(args.methods, args.seeds, start_model, measure, "% of garment pixels classified right")
     return 0
 
 
