@@ -38,6 +38,7 @@ from .modules import (
     distinct_parameters,
     owned_parameters,
     unwrap,
+    weight_layer_names,
     write_values,
 )
 from .parametrized import refresh_legacy_weights, to_originals
@@ -51,7 +52,6 @@ logger = logging.getLogger(__name__)
 GHN_METHODS = ("ghn-qat", "ghn")
 #: Classic rule for parameters the GHN cannot serve.
 FALLBACK_METHOD = "he_normal"
-_WEIGHT_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)  # convs of any rank, transposed too
 Bits = BitsSpec  # kept for callers of the old name
 Weights = Union[str, "os.PathLike[str]", nn.Module, None]
 #: Bundled checkpoints per GHN method: Fashion-MNIST (1×28×28, the default) first, then CIFAR-10 (3×32×32).
@@ -328,7 +328,7 @@ def _without_prefix(spec: Any, prefix: str) -> Any:
 
 def _bits_per_layer(model: nn.Module, bits: Bits, what: str) -> dict[str, Any]:
     """Validate a bits spec and expand it to {weight-layer qualname: bits}."""
-    layers = [n for n, m in model.named_modules() if isinstance(m, _WEIGHT_LAYERS)]
+    layers = weight_layer_names(model)
     check_spec(bits, what, (n for n, _ in model.named_modules()),
                "{what} names modules that " + type(model).__name__ + " does not have: {unknown}")
     return expand_bits(bits, layers, only_named=True)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["device_of", "resolve_device", "preserved_modes", "batch_input", "unwrap", "check_materialized",
-           "owned_parameters", "distinct_parameters", "check_writable", "write_values"]
+           "weight_layer_names", "owned_parameters", "distinct_parameters", "check_writable", "write_values"]
 
 #: Wrappers whose forward only hands the input to one inner module holding the very same parameters:
 #: type name -> (attribute of the inner module, what users call the wrapper).  Matched by name, so no torch
@@ -28,6 +28,11 @@ __all__ = ["device_of", "resolve_device", "preserved_modes", "batch_input", "unw
 WRAPPERS = {"OptimizedModule": ("_orig_mod", "torch.compile"),
             "DataParallel": ("module", "DataParallel"),
             "DistributedDataParallel": ("module", "DistributedDataParallel")}
+
+def weight_layer_names(model: nn.Module) -> list[str]:
+    """Qualified names of `model`'s conv (any rank, transposed too) and linear layers: what bits apply to."""
+    return [n for n, m in model.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+
 
 #: One entry of :func:`owned_parameters`: (full name, owning module, local name, parameter).
 Owned = tuple[str, nn.Module, str, nn.Parameter]

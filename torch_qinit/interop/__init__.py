@@ -11,6 +11,7 @@ from typing import Union
 
 from torch import nn
 
+from ..modules import weight_layer_names
 from .brevitas import brevitas_weight_bits
 
 __all__ = ["declared_bits", "auto_bits", "brevitas_weight_bits", "DEFAULT_BITS"]
@@ -19,7 +20,6 @@ logger = logging.getLogger(__name__)
 
 #: What ``bits="auto"`` gives layers that declare nothing.
 DEFAULT_BITS = 4
-_WEIGHT_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
 
 
 def declared_bits(model: nn.Module) -> dict[str, int]:
@@ -41,6 +41,6 @@ def auto_bits(model: nn.Module, default: int = DEFAULT_BITS) -> Union[int, dict[
     if not declared:
         return default
     logger.info("read declared weight bit widths of %d layer(s): %s", len(declared), declared)
-    out = {name: default for name, m in model.named_modules() if isinstance(m, _WEIGHT_LAYERS)}
+    out = dict.fromkeys(weight_layer_names(model), default)
     out.update(declared)
     return out
