@@ -94,7 +94,7 @@ def test_servable_targets_kinds_and_shared_modules():
         Node("conv", "c", {"weight": (4, 2, 3, 3), "bias": (4,)}),
         Node("batch_norm", "bn", {"weight": (4,), "bias": (4,)}),
         Node("conv", "c", {"weight": (4, 2, 3, 3), "bias": (4,)}),  # the same module called again
-        Node("conv", "c3d", {"weight": (4, 4, 3, 3, 3)}),  # a Conv3d's 5-D weight: not decodable
+        Node("conv", "c3d", {"weight": (4, 4, 3, 3, 3)}),  # a Conv3d's 5-D weight: decoded as (4, 12, 3, 3)
         Node("linear", "", {"weight": (3, 4), "bias": (3,), "extra": (3,)}),  # root module: no prefix
         Node("relu", "r", {"weight": (4,)}),  # not a servable op
         Node("layer_norm", "ln", {"weight": (3, 3)}),  # a 2-D norm weight: not a vector
@@ -104,6 +104,7 @@ def test_servable_targets_kinds_and_shared_modules():
     assert got == [
         (1, "c.weight", (4, 2, 3, 3), "weight"), (1, "c.bias", (4,), "bias"),
         (2, "bn.weight", (4,), "norm_weight"), (2, "bn.bias", (4,), "norm_bias"),
+        (4, "c3d.weight", (4, 4, 3, 3, 3), "weight"),
         (5, "weight", (3, 4), "weight"), (5, "bias", (3,), "bias"),
     ]
     assert {t.graph for t in servable_targets(g, graph_index=5)} == {5}

@@ -849,6 +849,33 @@ def test_conv1d_layers_are_predicted_with_distinct_filters_and_calibrated(ghn_di
     assert torch.isfinite(out).all() and 0.1 < out.std().item() < 10
 
 
+def test_conv3d_layers_are_predicted_with_distinct_filters_and_calibrated_from_an_example(ghn_dir):
+    """A Conv3d weight (out, in, kd, kh, kw) is decoded as (out, in·kd, kh, kw) and reshaped back: the fan-in and
+    kernel are kept, every output filter is distinct, and a ConvTranspose3d gets one filter per output channel."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv3d(1, 16, 3, padding=1), nn.BatchNorm3d(16), nn.ReLU(),
+                          nn.Conv3d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+                          nn.ConvTranspose3d(32, 16, 2, stride=2), nn.ReLU(), nn.AdaptiveAvgPool3d(1),
+                          nn.Flatten(), nn.Linear(16, 10))
+    x = torch.randn(4, 1, 8, 16, 16)
+    report = torch_qinit.initialize_(model, bits={"3": 2, "5": 8}, weights=ghn_dir, example_input=x, strict=True)
+    assert report.num_fallback == 0 and report.num_predicted == len(dict(model.named_parameters()))
+    assert report.bits == {"3": 2, "5": 8}  # 3-D convs, plain and transposed, are weight layers for per-layer bits
+    assert report.calibration_note.startswith("2 layers rescaled")  # measured on the example, not skipped
+    for i, per_output in ((0, model[0].weight), (3, model[3].weight), (5, swap_channel_axes(model[5].weight, 1))):
+        rows = per_output.detach().flatten(1)
+        assert torch.isfinite(rows).all() and len(torch.unique(rows, dim=0)) == len(rows), i
+    assert torch.linalg.matrix_rank(model[3].weight.detach().flatten(1)) == 32  # 32 filters over 432 inputs
+    model.eval()
+    with torch.no_grad():
+        assert 0.3 < model(x).std().item() < 3
+    # without an example the 3-D input shape is unknown: calibration says so instead of guessing
+    fresh = nn.Sequential(nn.Conv3d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    fresh(torch.zeros(1, 1, 5, 5, 5))
+    report = torch_qinit.initialize_(fresh, bits=4, weights=ghn_dir)
+    assert report.sources["0.weight"] == "ghn" and "pass example_input" in report.calibration_note
+
+
 def _decoder_net() -> nn.Module:
     """Conv encoder, transposed-conv decoder (one grouped), as an autoencoder or segmentation head writes it."""
     return nn.Sequential(nn.Conv2d(1, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1),

@@ -12,8 +12,10 @@ from torch_qinit.quant import (
     INPUT_MIN_BITS,
     QuantConv1d,
     QuantConv2d,
+    QuantConv3d,
     QuantConvTranspose1d,
     QuantConvTranspose2d,
+    QuantConvTranspose3d,
     QuantLinear,
     fake_quant_act,
     fake_quant_weight,
@@ -153,6 +155,28 @@ def test_quantize_model_swaps_transposed_convs_with_per_output_lsq_steps():
     assert q.eval()(x).shape == (4, 6, 8, 8)
     lsq = quantize_model(net, w_bits=4, lsq=True, calib_data=[x])
     assert lsq[2].w_lsq.step.numel() == 6  # one learned step per output channel
+
+
+def test_3d_conv_layers_quantize_per_output_channel_and_are_swapped_by_quantize_model():
+    torch.manual_seed(0)
+    conv = nn.Conv3d(2, 4, 3, padding=1)
+    with torch.no_grad():
+        conv.weight[0] *= 100  # a loud filter must not flatten the others: one scale per output channel
+    q = QuantConv3d.from_float(conv, 3, 4).train()
+    x = torch.randn(2, 2, 4, 5, 5)
+    ref = F.conv3d(fake_quant_act(x, 4, x.min(), x.max()), fake_quant_weight(conv.weight.detach(), 3), conv.bias,
+                   padding=1)
+    torch.testing.assert_close(q(x), ref)
+    assert (q._quant_weight()[1:].abs() > 0).float().mean() > 0.5
+    up = nn.ConvTranspose3d(4, 6, 2, stride=2, groups=2)
+    qt = QuantConvTranspose3d.from_float(up, 2, None).train()
+    h = torch.randn(2, 4, 2, 3, 3)
+    w_q = swap_channel_axes(fake_quant_weight(swap_channel_axes(up.weight.detach(), 2), 2), 2)
+    torch.testing.assert_close(qt(h), F.conv_transpose3d(h, w_q, up.bias, stride=2, groups=2))
+    net = nn.Sequential(conv, nn.BatchNorm3d(4), nn.ReLU(), up)
+    qnet = quantize_model(net, w_bits=4, lsq=True, calib_data=[x])
+    assert isinstance(qnet[0], QuantConv3d) and isinstance(qnet[3], QuantConvTranspose3d)
+    assert qnet[3].w_lsq.step.numel() == 6 and qnet.eval()(x).shape == (2, 6, 8, 10, 10)
 
 
 def test_lsq_layers_quantize_with_their_quantizers():

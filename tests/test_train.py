@@ -131,6 +131,10 @@ def test_bits_sampling_covers_float_uniform_and_mixed():
     mixed = [d for d in draws if isinstance(d, dict)]
     assert mixed and all(set(m.values()) <= {2, 3, 4, 8} for m in mixed)
     assert sample_bits(TrainConfig(stage="float"), graph, step_generator(0, 0, 0)) is None
+    # a width listed twice is drawn about twice as often (the CLI's way to weight 2-bit items)
+    weighted = TrainConfig(stage="qat", bits=(2, 2, 4), mixed_frac=0.0, float_frac=0.0)
+    widths = [sample_bits(weighted, graph, step_generator(1, 0, s)) for s in range(600)]
+    assert 1.6 < widths.count(2) / widths.count(4) < 2.5
 
 
 def test_lr_schedule_warms_up_then_decays():

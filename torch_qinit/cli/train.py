@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--warmup", type=int, default=d.warmup)
     p.add_argument("--clip", type=float, default=d.clip)
-    p.add_argument("--bits", default=",".join(map(str, d.bits)), help="QAT bit widths to sample, e.g. 2,3,4,8")
+    p.add_argument("--bits", default=",".join(map(str, d.bits)),
+                   help="QAT bit widths to sample, e.g. 2,3,4,8; repeat one to sample it more often (2,2,3,4,8)")
     p.add_argument("--mixed-frac", type=float, default=d.mixed_frac)
     p.add_argument("--float-frac", type=float, default=d.float_frac)
     p.add_argument("--float-loss-weight", type=float, default=d.float_loss_weight,

@@ -61,7 +61,7 @@ def servable_targets(graph: ArchGraph, graph_index: int = 0) -> list[_Target]:
 
 def _kind(op: str, local: str, shape: tuple[int, ...]) -> str | None:
     if op in WEIGHT_OPS:
-        if local == "weight" and len(shape) in (2, 3, 4):  # 3: a Conv1d, decoded as a 1×k Conv2d
+        if local == "weight" and len(shape) in (2, 3, 4, 5):  # 3 / 5: Conv1d / Conv3d, decoded as Conv2d
             return "weight"
         if local == "bias" and len(shape) == 1:
             return "bias"
@@ -72,8 +72,15 @@ def _kind(op: str, local: str, shape: tuple[int, ...]) -> str | None:
 
 def _as_2d(shape: tuple[int, ...]) -> tuple[int, ...]:
     """The shape the decoder makes for a weight: a Conv1d's (out, in, k) as a Conv2d's (out, in, 1, k), the
-    rectangular kernel shape it already serves (same fan-in, same kernel feature in the encoder)."""
-    return (shape[0], shape[1], 1, shape[2]) if len(shape) == 3 else shape
+    rectangular kernel shape it already serves (same fan-in, same kernel feature in the encoder); a Conv3d's
+    (out, in, kd, kh, kw) as (out, in·kd, kh, kw): the depth taps become input channels, so the fan-in and
+    the kh×kw kernel stay, and a row-major reshape gives back the 5-D weight.  (Folding depth into the kernel
+    instead would make a 3×3×3 kernel 9×3, beyond the decoder's 7×7 and cut off.)"""
+    if len(shape) == 3:
+        return (shape[0], shape[1], 1, shape[2])
+    if len(shape) == 5:
+        return (shape[0], shape[1] * shape[2], shape[3], shape[4])
+    return shape
 
 
 def _static_tensors(graph: ArchGraph) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

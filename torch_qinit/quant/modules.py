@@ -27,8 +27,10 @@ from .fake_quant import LSQQuantizer, fake_quant_act, fake_quant_weight
 __all__ = [
     "QuantConv1d",
     "QuantConv2d",
+    "QuantConv3d",
     "QuantConvTranspose1d",
     "QuantConvTranspose2d",
+    "QuantConvTranspose3d",
     "QuantLinear",
     "BitsSpec",
     "INPUT_MIN_BITS",
@@ -191,6 +193,16 @@ class QuantConv2d(_QuantMixin, nn.Conv2d):
         return f"{super().extra_repr()}, {self._quant_repr()}"
 
 
+class QuantConv3d(_QuantMixin, nn.Conv3d):
+    """``nn.Conv3d`` with fake-quantized weight (per output channel) and input; None = float."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(self._quant_input(x), self._quant_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {self._quant_repr()}"
+
+
 class QuantLinear(_QuantMixin, nn.Linear):
     """``nn.Linear`` with fake-quantized weight (``w_bits``) and input (``a_bits``); None = float.
 
@@ -244,9 +256,17 @@ class QuantConvTranspose2d(_QuantConvTransposeMixin, nn.ConvTranspose2d):
     _transposed_conv = staticmethod(F.conv_transpose2d)
 
 
+class QuantConvTranspose3d(_QuantConvTransposeMixin, nn.ConvTranspose3d):
+    """``nn.ConvTranspose3d`` with fake-quantized weight (per output channel) and input; None = float."""
+
+    _num_spatial_dims = 3
+    _transposed_conv = staticmethod(F.conv_transpose3d)
+
+
 # Exact float type -> quantized type.  Exact, because a user subclass may have its own forward.
-_SWAP: dict[type, type] = {nn.Conv1d: QuantConv1d, nn.Conv2d: QuantConv2d, nn.Linear: QuantLinear,
-                           nn.ConvTranspose1d: QuantConvTranspose1d, nn.ConvTranspose2d: QuantConvTranspose2d}
+_SWAP: dict[type, type] = {nn.Conv1d: QuantConv1d, nn.Conv2d: QuantConv2d, nn.Conv3d: QuantConv3d,
+                           nn.Linear: QuantLinear, nn.ConvTranspose1d: QuantConvTranspose1d,
+                           nn.ConvTranspose2d: QuantConvTranspose2d, nn.ConvTranspose3d: QuantConvTranspose3d}
 _SWAP_BASE: dict[type, type] = {v: k for k, v in _SWAP.items()}
 
 
